@@ -1,0 +1,117 @@
+"""pgaudit checkpoints: one torch file with weights, the full config and the pgaudit version.
+
+Saved as plain tensors and Python primitives, so loading uses ``torch.load(weights_only=True)``
+and never executes code from the file; written atomically (temp file + rename).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import zipfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pgaudit import __version__
+from pgaudit.errors import PgauditError
+from pgaudit.models.patchguard import PatchGuard
+from pgaudit.models.presets import PatchGuardConfig
+
+FORMAT = "pgaudit.checkpoint/1"
+
+
+class NotAPgauditCheckpoint(PgauditError):
+    """The file is a valid torch file, but not one written by pgaudit."""
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: PatchGuard,
+    *,
+    training: dict[str, Any] | None = None,
+    resume_state: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``model`` (+ training summary, + optimizer/scheduler state for resuming) to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    payload: dict[str, Any] = {
+        "format": FORMAT,
+        "pgaudit_version": __version__,
+        "kind": "patchguard",
+        "config": model.config.to_dict(),
+        "state_dict": state,
+        "training": training or {},
+    }
+    if resume_state is not None:
+        payload["resume"] = resume_state
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def read_torch_file(path: str | Path) -> Any:
+    """``torch.load(weights_only=True)`` with one-sentence errors for missing/corrupt/unsafe files."""
+    path = Path(path)
+    if not path.is_file():
+        raise PgauditError(f"{path} does not exist: pass the path of a model file.")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise PgauditError(
+            f"{path} holds Python objects beyond tensors ({str(exc).splitlines()[0][:160]}); "
+            "loading it could run code from the file: if you trust it, pass --trust-pickle."
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise PgauditError(
+            f"{path} is not a readable PyTorch file ({str(exc).splitlines()[0][:160]}): "
+            "check that it was copied completely."
+        ) from None
+
+
+def fingerprint(path: str | Path) -> str:
+    """sha256 of a file's bytes, as ``sha256:<hex>``."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return f"sha256:{digest.hexdigest()}"
+
+
+def is_pgaudit_checkpoint(payload: Any) -> bool:
+    return isinstance(payload, dict) and payload.get("format") == FORMAT
+
+
+def model_from_payload(payload: dict[str, Any], path: str | Path = "<memory>") -> PatchGuard:
+    """Rebuild a PatchGuard from a loaded checkpoint payload (no pretrained download needed)."""
+    # The weights come from the checkpoint: never load pretrained backbone weights again.
+    config = replace(PatchGuardConfig.from_dict(payload["config"]), pretrained_backbone=False)
+    model = PatchGuard(config)
+    missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
+    if missing or unexpected:
+        raise PgauditError(
+            f"{path} does not match the model its config describes (missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]}): it was edited or written by another pgaudit version."
+        )
+    return model
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[PatchGuard, dict]:
+    """Load a pgaudit checkpoint; returns (model in eval mode, the file's metadata)."""
+    payload = read_torch_file(path)
+    if not is_pgaudit_checkpoint(payload):
+        raise NotAPgauditCheckpoint(
+            f"{path} is not a pgaudit checkpoint: pass a file written by `pgaudit train` or "
+            "`pgaudit harden`."
+        )
+    model = model_from_payload(payload, path).to(device).eval()
+    meta = {k: v for k, v in payload.items() if k not in ("state_dict", "resume")}
+    return model, meta

@@ -1,0 +1,37 @@
+"""Shared test fixtures: an in-process CLI runner and small synthetic datasets."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+torch.set_num_threads(2)
+
+
+@dataclass
+class CliResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def run_cli(capsys, monkeypatch):
+    """Run `pgaudit ARGS...` in-process through the real entry point; returns exit code and output."""
+    from pgaudit.cli import main
+
+    def _run(*args: str) -> CliResult:
+        monkeypatch.setattr(sys, "argv", ["pgaudit", *map(str, args)])
+        capsys.readouterr()
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        out = capsys.readouterr()
+        return CliResult(code, out.out, out.err)
+
+    return _run
