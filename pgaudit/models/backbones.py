@@ -130,7 +130,9 @@ class HybridTokens(_BlockStack):
         from timm.models.vision_transformer import Block
 
         if image_size % 16:
-            raise ValueError(f"the hybrid backbone needs an image size divisible by 16, not {image_size}")
+            raise ValueError(
+                f"the hybrid backbone needs an image size divisible by 16, not {image_size}"
+            )
         self.normalise = _Normalise()
         cnn = efficientnet_lite0(pretrained)
         # Stem + the first five stages: stride 16, 112 channels.

@@ -104,7 +104,9 @@ def model_from_payload(payload: dict[str, Any], path: str | Path = "<memory>") -
     return model
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[PatchGuard, dict]:
+def load_checkpoint(
+    path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[PatchGuard, dict]:
     """Load a pgaudit checkpoint; returns (model in eval mode, the file's metadata)."""
     payload = read_torch_file(path)
     if not is_pgaudit_checkpoint(payload):
