@@ -7,9 +7,11 @@ Every user error is a :class:`pgaudit.errors.PgauditError`: printed as one red s
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from pgaudit import __version__
 from pgaudit.errors import PgauditError
@@ -45,6 +47,111 @@ def _root(
 
 # --- data commands (pgaudit data check / data synth / masks) ---
 
+_DATA_HELP = "A dataset category folder, or a root folder with several categories."
+_CATEGORY_HELP = "Only this category of a dataset root (default: all)."
+
+
+def _print_check(report) -> None:  # report: pgaudit.data.check.CheckReport
+    from rich.table import Table
+
+    table = Table(title=f"{report.category} ({report.layout}): {report.root}", title_justify="left")
+    for name in ("split", "defect type", "images", "gt masks", "foreground masks"):
+        table.add_column(name, justify="left" if name in ("split", "defect type") else "right")
+    for split, counts in report.counts.items():
+        for defect, n in counts.items():
+            present, total = report.masks.get(defect, (0, 0)) if split == "test" else (0, 0)
+            gt = f"{present}/{total}" if total else "-"
+            fg = f"{report.foreground[0]}/{report.foreground[1]}" if split == "train" else "-"
+            table.add_row(split, defect, str(n), gt, fg)
+    sizes = ", ".join(f"{w}x{h} ({n})" for (w, h), n in report.image_sizes.items())
+    table.caption = f"image sizes: {sizes or 'unreadable'}"
+    table.caption_justify = "left"
+    console.print(table)
+    for warning in report.warnings:
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+    for problem in report.problems:
+        console.print(f"[red]problem:[/] {problem}", highlight=False, soft_wrap=True)
+
+
+@data_app.command("check")
+def data_check(
+    data: Path = typer.Argument(..., help=_DATA_HELP),
+    category: str | None = typer.Option(None, "--category", "-c", help=_CATEGORY_HELP),
+) -> None:
+    """Validate a dataset and print a summary; exit 0 when usable, 2 otherwise."""
+    from pgaudit.data.check import check_category
+    from pgaudit.data.layouts import select_categories
+
+    problems: list[str] = []
+    for ref in select_categories(data, category):
+        try:
+            report = check_category(ref.read())
+        except PgauditError as exc:
+            console.print(f"[red]problem:[/] {exc}", highlight=False, soft_wrap=True)
+            problems.append(str(exc))
+            continue
+        _print_check(report)
+        problems += report.problems
+    if len(problems) == 1:
+        raise PgauditError(problems[0])
+    if problems:
+        raise PgauditError(
+            f"{data}: {len(problems)} problems (listed above, the first: {problems[0]}); fix them "
+            "and run `pgaudit data check` again."
+        )
+    console.print("[green]usable[/]")
+
+
+@data_app.command("synth")
+def data_synth(
+    out: Path = typer.Argument(..., help="Output folder; categories widget/ and fabric/ go in it."),
+    size: int = typer.Option(128, "--size", help="Image side in pixels."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same files)."),
+    n_train: int = typer.Option(80, "--n-train", help="Normal training images per category."),
+    n_test: int = typer.Option(40, "--n-test", help="Test images per category (half defective)."),
+) -> None:
+    """Write a synthetic MVTec-layout dataset (object 'widget', texture 'fabric')."""
+    from pgaudit.data.synth import DEFECT_TYPES, make_synthetic_dataset
+
+    folders = make_synthetic_dataset(out, size=size, seed=seed, n_train=n_train, n_test=n_test)
+    for folder in folders:
+        console.print(
+            f"wrote {folder}: {n_train} train, {n_test - n_test // 2} good + {n_test // 2} "
+            f"defective test images ({', '.join(DEFECT_TYPES)}), {size}x{size}",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+@app.command("masks")
+def masks(
+    data: Path = typer.Argument(..., help=_DATA_HELP),
+    category: str | None = typer.Option(None, "--category", "-c", help=_CATEGORY_HELP),
+    method: str = typer.Option(
+        "auto", "--method", help="auto | background | border | full (see the docs)."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing masks."),
+) -> None:
+    """Estimate foreground masks of the training images (train/foreground_mask/)."""
+    from pgaudit.data.foreground import METHODS, estimate_foreground_masks, refuse_existing
+    from pgaudit.data.layouts import open_categories
+
+    if method not in METHODS:
+        raise PgauditError(f"--method {method}: unknown method; use one of {', '.join(METHODS)}.")
+    categories = open_categories(data, category)
+    if not overwrite:
+        for cat in categories:  # refuse before writing anything
+            refuse_existing(cat)
+    for cat in categories:
+        report = estimate_foreground_masks(cat, method=method, overwrite=overwrite)
+        chosen = f"{report.method} (auto: {report.reason})" if method == "auto" else report.method
+        console.print(
+            f"{cat.name}: method {chosen}; wrote {len(report.written)} masks to "
+            f"{cat.foreground_dir} (mean foreground {report.mean_coverage:.0%})",
+            highlight=False,
+            soft_wrap=True,
+        )
+
 
 # --- train / harden ---
 
@@ -55,6 +162,80 @@ def _root(
 # --- report / gate / demo ---
 
 
+@app.command("gate")
+def gate(
+    results: Path = typer.Argument(..., help="results.json, or the audit folder holding it."),
+    min_robust_auroc: float | None = typer.Option(
+        None, "--min-robust-auroc", help="Fail when the robust (worst-case) metric is below this."
+    ),
+    metric: str | None = typer.Option(
+        None, "--metric", help="image_auroc | pixel_auroc | aupro (default image_auroc)."
+    ),
+    min_clean_auroc: float | None = typer.Option(
+        None, "--min-clean-auroc", help="Fail when the clean metric is below this."
+    ),
+    junit: Path | None = typer.Option(None, "--junit", help="Also write JUnit XML to this file."),
+    use_lower_bound: bool | None = typer.Option(
+        None,
+        "--use-lower-bound/--no-use-lower-bound",
+        help="Compare the lower bound of the bootstrap 95% CI instead of the value.",
+    ),
+) -> None:
+    """CI gate: exit 0 pass, 1 fail (one line per failed criterion), 2 unusable input.
+
+    Thresholds not given here come from the gate table of pgaudit.toml (tool.pgaudit.gate in
+    pyproject.toml) in the working directory.
+    """
+    from rich.markup import escape
+
+    from pgaudit.config import load_project_config
+    from pgaudit.gate import GateCriteria, evaluate_gate, write_junit
+    from pgaudit.results import load_results
+
+    criteria = GateCriteria.resolve(
+        load_project_config(),
+        metric=metric,
+        min_robust_auroc=min_robust_auroc,
+        min_clean_auroc=min_clean_auroc,
+        use_lower_bound=use_lower_bound,
+    )
+    source = results / "results.json" if results.is_dir() else results
+    outcome = evaluate_gate(load_results(results), criteria, source=str(source))
+    if junit is not None:
+        write_junit(outcome, junit)
+    for criterion in outcome.criteria:
+        style = "green" if criterion.passed else "bold red"
+        console.print(f"[{style}]{escape(criterion.message)}[/]", highlight=False, soft_wrap=True)
+    if not outcome.passed:
+        raise typer.Exit(1)
+
+
+@app.command("report")
+def report(
+    audit_dir: Path = typer.Argument(..., help="Audit folder holding results.json."),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="HTML file to write (default: AUDIT_DIR/report.html)."
+    ),
+    include_paths: bool = typer.Option(
+        False, "--include-paths", help="Show absolute local paths (default: base names only)."
+    ),
+    compare: list[Path] | None = typer.Option(
+        None, "--compare", help="Another audit folder to show side by side (repeatable)."
+    ),
+) -> None:
+    """Write a self-contained HTML audit report (no network, shareable as an attachment)."""
+    from pgaudit.report import project_gate_criteria, render_report
+
+    written = render_report(
+        [audit_dir, *(compare or [])],
+        out if out is not None else audit_dir / "report.html",
+        include_paths=include_paths,
+        gate_criteria=project_gate_criteria(),
+    )
+    size = written.stat().st_size / 1e6
+    console.print(f"wrote {written} ({size:.1f} MB)", highlight=False, soft_wrap=True)
+
+
 # --- baselines ---
 
 
@@ -63,7 +244,7 @@ def main() -> None:
     try:
         rc = app(standalone_mode=False)
     except PgauditError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         sys.exit(exc.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

@@ -1,0 +1,131 @@
+"""Project defaults for the CLI: ``pgaudit.toml``, or ``[tool.pgaudit]`` in ``pyproject.toml``.
+
+Only the working directory is searched. When ``pgaudit.toml`` exists it is used alone (its
+top-level keys); otherwise the ``[tool.pgaudit]`` table of ``pyproject.toml``, if any. Options
+given on the command line always win (:func:`config_value`). Documented keys::
+
+    model = "hardened.pt"        # the detector to audit (checkpoint, preset or adapter)
+    data = "data/mvtec"          # the dataset folder
+    category = "bottle"          # the category inside it
+    suite = "quick"              # the attack suite
+    out = "audit"                # the output folder
+
+    [gate]                       # `pgaudit gate` criteria ([tool.pgaudit.gate] in pyproject.toml)
+    min_robust_auroc = 0.6       # fail when the robust (worst-case) metric is below this
+    metric = "image_auroc"       # image_auroc | pixel_auroc | aupro
+    min_clean_auroc = 0.9        # fail when the clean metric is below this
+    use_lower_bound = false      # compare the lower bound of the bootstrap CI
+
+Documented keys are checked (type, and for ``[gate]`` also unknown keys and value ranges), so a
+typo fails loudly instead of silently dropping a CI criterion; other keys are passed through.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from pgaudit.errors import PgauditError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+CONFIG_FILE = "pgaudit.toml"
+PYPROJECT_FILE = "pyproject.toml"
+STRING_KEYS = ("model", "data", "category", "suite", "out")
+GATE_METRICS = ("image_auroc", "pixel_auroc", "aupro")
+GATE_KEYS = ("min_robust_auroc", "metric", "min_clean_auroc", "use_lower_bound")
+
+
+def find_project_config(cwd: Path | None = None) -> Path | None:
+    """The file :func:`load_project_config` reads in ``cwd``, or None."""
+    cwd = Path.cwd() if cwd is None else Path(cwd)
+    for name in (CONFIG_FILE, PYPROJECT_FILE):
+        if (cwd / name).is_file():
+            return cwd / name
+    return None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise PgauditError(f"{path} is not valid TOML ({exc}): fix its syntax.") from None
+    except UnicodeDecodeError:
+        raise PgauditError(f"{path} is not UTF-8 text: save it as UTF-8 TOML.") from None
+    except OSError as exc:
+        raise PgauditError(
+            f"{path} cannot be read ({exc.strerror}): check its permissions."
+        ) from None
+
+
+def load_project_config(cwd: Path | None = None) -> dict[str, Any]:
+    """The project's pgaudit settings from ``cwd`` (default: the working directory), or ``{}``."""
+    path = find_project_config(cwd)
+    if path is None:
+        return {}
+    data = _read_toml(path)
+    prefix = ""
+    if path.name == PYPROJECT_FILE:
+        prefix = "tool.pgaudit."
+        tool = data.get("tool", {})
+        data = tool.get("pgaudit", {}) if isinstance(tool, dict) else {}
+        if not isinstance(data, dict):
+            raise PgauditError(f"{path}: tool.pgaudit must be a table; write it as [tool.pgaudit].")
+    _check(data, path, prefix)
+    return data
+
+
+def _check(config: dict[str, Any], path: Path, prefix: str) -> None:
+    for key in STRING_KEYS:
+        if key in config and not isinstance(config[key], str):
+            raise PgauditError(
+                f"{path}: {prefix}{key} must be a string (got {config[key]!r}); quote the value."
+            )
+    if "gate" not in config:
+        return
+    gate = config["gate"]
+    table = f"{path} [{prefix}gate]"
+    if not isinstance(gate, dict):
+        raise PgauditError(f"{table} must be a table: write the criteria under a [gate] header.")
+    unknown = sorted(set(gate) - set(GATE_KEYS))
+    if unknown:
+        raise PgauditError(
+            f"{table} has unknown key(s) {', '.join(unknown)}: the keys are {', '.join(GATE_KEYS)}."
+        )
+    for key in ("min_robust_auroc", "min_clean_auroc"):
+        if key in gate:
+            value = gate[key]
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not 0 <= value <= 1
+            ):
+                raise PgauditError(f"{table}: {key} must be a number in [0, 1] (got {value!r}).")
+    if "metric" in gate and gate["metric"] not in GATE_METRICS:
+        raise PgauditError(
+            f"{table}: metric must be one of {', '.join(GATE_METRICS)} (got {gate['metric']!r})."
+        )
+    if "use_lower_bound" in gate and not isinstance(gate["use_lower_bound"], bool):
+        raise PgauditError(
+            f"{table}: use_lower_bound must be true or false (got {gate['use_lower_bound']!r})."
+        )
+
+
+def config_value(config: dict[str, Any], key: str, cli_value: Any, default: Any = None) -> Any:
+    """Precedence: the CLI value unless None, else the file's value, else ``default``.
+
+    ``key`` may be dotted to reach into a table, e.g. ``"gate.metric"``.
+    """
+    if cli_value is not None:
+        return cli_value
+    node: Any = config
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return default
+        node = node[part]
+    return node

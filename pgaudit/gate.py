@@ -1,0 +1,245 @@
+"""The CI gate: pass or fail an audit (results.json) against minimum clean and robust metrics.
+
+Criteria: the robust (worst case over the attacks at the headline ε) and/or the clean value of one
+metric (``image_auroc``, ``pixel_auroc`` or ``aupro``) must be at least a threshold; with
+``use_lower_bound`` the lower end of the bootstrap 95 % CI is compared instead of the point value.
+Thresholds come from the command line, else ``[gate]`` in pgaudit.toml (see :mod:`pgaudit.config`).
+A metric that is missing or undefined in the results is a :class:`PgauditError` (exit 2), never
+a silent pass.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree as ET
+
+from pgaudit.config import GATE_KEYS, GATE_METRICS, config_value
+from pgaudit.errors import PgauditError
+
+DEFAULT_METRIC = "image_auroc"
+NO_CRITERION = "no criterion given: pass --min-robust-auroc or set [gate] in pgaudit.toml."
+
+
+@dataclass(frozen=True)
+class GateCriteria:
+    """What the gate checks; a threshold of None means that criterion is off."""
+
+    metric: str = DEFAULT_METRIC
+    min_robust_auroc: float | None = None
+    min_clean_auroc: float | None = None
+    use_lower_bound: bool = False
+
+    def __post_init__(self) -> None:
+        if self.metric not in GATE_METRICS:
+            raise PgauditError(
+                f"--metric {self.metric}: unknown gate metric; use one of {', '.join(GATE_METRICS)}."
+            )
+        for option, value in (
+            ("--min-robust-auroc", self.min_robust_auroc),
+            ("--min-clean-auroc", self.min_clean_auroc),
+        ):
+            if value is not None and not (math.isfinite(value) and 0.0 <= value <= 1.0):
+                raise PgauditError(f"{option} {value}: a threshold must lie between 0 and 1.")
+
+    @classmethod
+    def resolve(
+        cls,
+        config: Mapping[str, Any] | None = None,
+        *,
+        metric: str | None = None,
+        min_robust_auroc: float | None = None,
+        min_clean_auroc: float | None = None,
+        use_lower_bound: bool | None = None,
+    ) -> GateCriteria:
+        """Criteria from command-line values (None: not given) over the project config."""
+        config = dict(config or {})
+        return cls(
+            metric=config_value(config, "gate.metric", metric, DEFAULT_METRIC),
+            min_robust_auroc=config_value(config, "gate.min_robust_auroc", min_robust_auroc),
+            min_clean_auroc=config_value(config, "gate.min_clean_auroc", min_clean_auroc),
+            use_lower_bound=config_value(config, "gate.use_lower_bound", use_lower_bound, False),
+        )
+
+    @classmethod
+    def from_mapping(cls, table: Mapping[str, Any]) -> GateCriteria:
+        """Criteria from a ``[gate]`` table (keys as in pgaudit.toml)."""
+        unknown = sorted(set(table) - set(GATE_KEYS))
+        if unknown:
+            raise PgauditError(
+                f"gate criteria: unknown key(s) {', '.join(unknown)}; the keys are "
+                f"{', '.join(GATE_KEYS)}."
+            )
+        return cls.resolve({"gate": dict(table)})
+
+
+@dataclass(frozen=True)
+class CriterionResult:
+    """One checked criterion. ``value`` is the compared number (the CI lower bound if asked)."""
+
+    name: str
+    scope: str
+    metric: str
+    passed: bool
+    value: float
+    threshold: float
+    message: str
+    op: str = ">="
+
+
+@dataclass(frozen=True)
+class GateOutcome:
+    """All checked criteria, in order (robust first)."""
+
+    criteria: list[CriterionResult] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.criteria)
+
+    @property
+    def failures(self) -> list[CriterionResult]:
+        return [c for c in self.criteria if not c.passed]
+
+
+def _fmt(value: float, threshold: float) -> tuple[str, str]:
+    """Three decimals, more where rounding would make different numbers look equal."""
+    for digits in (3, 6, 12):
+        a, b = f"{value:.{digits}f}", f"{threshold:.{digits}f}"
+        if (a == b) == (value == threshold):
+            return a, b
+    return repr(value), repr(threshold)
+
+
+def _section(results: Mapping[str, Any], scope: str, source: str) -> Mapping[str, Any]:
+    section = results.get(scope)
+    metrics = section.get("metrics") if isinstance(section, Mapping) else None
+    if not isinstance(metrics, Mapping):
+        raise PgauditError(
+            f"{source} has no {scope}.metrics section: it is incomplete or was edited; "
+            "re-run `pgaudit attack`."
+        )
+    return section
+
+
+def _robust_context(results: Mapping[str, Any]) -> str:
+    robust = results.get("robust") or {}
+    ids = robust.get("attack_ids") or []
+    eps = robust.get("eps_label") or results.get("headline_eps_label")
+    if eps is None and isinstance(robust.get("eps"), (int, float)):
+        eps = f"{robust['eps']:.4g}"
+    over = f"worst case over {len(ids)} attack{'s' if len(ids) != 1 else ''}"
+    return f"{over} at eps {eps}" if eps else over
+
+
+def _check(
+    results: Mapping[str, Any],
+    scope: str,
+    threshold: float,
+    criteria: GateCriteria,
+    source: str,
+) -> CriterionResult:
+    metric = criteria.metric
+    entry = _section(results, scope, source)["metrics"].get(metric)
+    if not isinstance(entry, Mapping) or "value" not in entry:
+        raise PgauditError(
+            f"{source} has no {scope} {metric} entry: choose another --metric or re-run "
+            "`pgaudit attack`."
+        )
+    if entry["value"] is None:
+        reason = entry.get("reason") or "no reason recorded"
+        raise PgauditError(
+            f"{source}: {scope} {metric} is undefined ({reason}); choose another --metric or "
+            "fix the audit data."
+        )
+    name = f"{scope} {metric}"
+    context = _robust_context(results) if scope == "robust" else "no attack"
+    value = float(entry["value"])
+    what = ""
+    if criteria.use_lower_bound:
+        ci = entry.get("ci")
+        if not ci:
+            raise PgauditError(
+                f"{source}: {scope} {metric} has no confidence interval; re-run the audit with "
+                "bootstrap intervals or drop --use-lower-bound."
+            )
+        lo, hi = float(ci[0]), float(ci[1])
+        context = f"95% CI {lo:.3f}-{hi:.3f}, {context}"
+        value, what = lo, " lower bound"
+    passed = value >= threshold
+    shown, bar = _fmt(value, threshold)
+    verdict = (
+        f"PASS {name}{what} {shown} >= {bar}" if passed else f"FAIL {name}{what} {shown} < {bar}"
+    )
+    return CriterionResult(
+        name=name,
+        scope=scope,
+        metric=metric,
+        passed=passed,
+        value=value,
+        threshold=float(threshold),
+        message=f"{verdict} ({context})",
+    )
+
+
+def evaluate_gate(
+    results: Mapping[str, Any],
+    criteria: GateCriteria | Mapping[str, Any],
+    *,
+    source: str = "results.json",
+) -> GateOutcome:
+    """Check the results against the criteria (a :class:`GateCriteria` or a ``[gate]`` table).
+
+    Raises :class:`PgauditError` when no threshold is set or a needed metric is missing or
+    undefined. ``source`` names the file in those messages.
+    """
+    if not isinstance(criteria, GateCriteria):
+        criteria = GateCriteria.from_mapping(criteria)
+    if criteria.min_robust_auroc is None and criteria.min_clean_auroc is None:
+        raise PgauditError(NO_CRITERION)
+    checks = []
+    if criteria.min_robust_auroc is not None:
+        checks.append(_check(results, "robust", criteria.min_robust_auroc, criteria, source))
+    if criteria.min_clean_auroc is not None:
+        checks.append(_check(results, "clean", criteria.min_clean_auroc, criteria, source))
+    return GateOutcome(checks)
+
+
+def write_junit(outcome: GateOutcome, path: str | Path) -> Path:
+    """Write the outcome as JUnit XML: one testsuite "pgaudit.gate", one testcase per criterion."""
+    path = Path(path)
+    failures = len(outcome.failures)
+    attrs = {"tests": str(len(outcome.criteria)), "failures": str(failures), "errors": "0"}
+    root = ET.Element("testsuites", {"name": "pgaudit", **attrs})
+    suite = ET.SubElement(
+        root, "testsuite", {"name": "pgaudit.gate", **attrs, "skipped": "0", "time": "0"}
+    )
+    for criterion in outcome.criteria:
+        case = ET.SubElement(
+            suite,
+            "testcase",
+            {
+                "classname": "pgaudit.gate",
+                "name": f"{criterion.name} >= {criterion.threshold:g}",
+                "time": "0",
+            },
+        )
+        if criterion.passed:
+            ET.SubElement(case, "system-out").text = criterion.message
+        else:
+            failure = ET.SubElement(
+                case, "failure", {"message": criterion.message, "type": "GateFailure"}
+            )
+            failure.text = criterion.message
+    ET.indent(root)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+    except OSError as exc:
+        raise PgauditError(
+            f"--junit {path}: cannot write the file ({exc.strerror}); choose a writable path."
+        ) from None
+    return path
