@@ -155,6 +155,158 @@ def masks(
 
 # --- train / harden ---
 
+_PRESET_HELP = "Model preset for a fresh PatchGuard: tiny | lite | small | paper (default tiny)."
+
+
+def _harden_command(
+    spec: str,
+    data: Path,
+    *,
+    out: Path,
+    category: str | None,
+    preset: str | None,
+    epochs: int | None,
+    batch_size: int | None,
+    lr: float | None,
+    eps: str | None,
+    steps: int | None,
+    clean: bool,
+    no_reg: bool,
+    seed: int,
+    device: str,
+    resume: bool,
+    workers: int,
+    backbone_weights: Path | None,
+    pretrained: bool,
+) -> None:
+    """Shared body of `train` and `harden`: build the model, run the loop, print a summary."""
+    from dataclasses import replace
+
+    from pgaudit.attacks.eps import eps_label, parse_eps
+    from pgaudit.data.layouts import open_category
+    from pgaudit.training.loop import harden
+    from pgaudit.training.setup import resumed_model, trainable_model
+
+    cat = open_category(data, category)
+    start = trainable_model(
+        spec, preset=preset, seed=seed, backbone_weights=backbone_weights, pretrained=pretrained
+    )
+    model = resumed_model(out) if resume and out.is_file() else start.model
+    changes = dict(epochs=epochs, batch_size=batch_size, lr=lr, steps=steps)
+    if eps is not None:
+        changes["eps"] = parse_eps(eps)
+    if clean:
+        changes["adversarial"] = False
+    if no_reg:
+        changes["regularise"] = False
+    recipe = replace(start.train, **{k: v for k, v in changes.items() if v is not None})
+    mode = "clean (no adversarial terms)" if not recipe.adversarial else (
+        f"adversarial, PGD-{recipe.steps} at ε={eps_label(recipe.eps)}"
+    )
+    console.print(f"model: {start.source}", highlight=False, soft_wrap=True)
+    console.print(
+        f"data: {cat.name} ({len(cat.train)} training images) at {cat.root}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    console.print(
+        f"recipe: {mode}, {recipe.epochs} epochs, batch {recipe.batch_size}, lr {recipe.lr:g}, "
+        f"attention regulariser {'on' if recipe.regularise else 'off'}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    for note in start.notes:
+        console.print(f"note: {note}", highlight=False, soft_wrap=True)
+    result = harden(
+        model,
+        cat,
+        recipe,
+        out=out,
+        seed=seed,
+        device=device,
+        resume=resume,
+        num_workers=workers,
+        progress=True,
+    )
+    console.print(f"pseudo-anomaly placement: {result.foreground}", highlight=False)
+    for note in result.notes:
+        console.print(f"note: {note}", highlight=False, soft_wrap=True)
+    resumed = f" (resumed at epoch {result.start_epoch})" if result.start_epoch else ""
+    loss = result.final_loss
+    console.print(
+        f"[green]saved[/] {escape(str(out))}: {result.epochs} epochs{resumed} on {result.device} "
+        f"in {result.seconds / 60:.1f} min, final loss {loss:.3f}; log {escape(str(result.log))}",
+        soft_wrap=True,
+    )
+
+
+@app.command("harden")
+def harden_cmd(
+    model: str = typer.Argument(..., help="A pgaudit checkpoint, or `patchguard` (fresh model)."),
+    data: Path = typer.Argument(..., help=_DATA_HELP),
+    out: Path = typer.Option(Path("hardened.pt"), "--out", "-o", help="Checkpoint to write."),
+    category: str | None = typer.Option(None, "--category", "-c", help="Category of a root."),
+    preset: str | None = typer.Option(None, "--preset", help=_PRESET_HELP),
+    epochs: int | None = typer.Option(None, "--epochs", help="Epochs (default: the preset's)."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Normal images per batch."),
+    lr: float | None = typer.Option(None, "--lr", help="AdamW learning rate."),
+    eps: str | None = typer.Option(None, "--eps", help="Training L∞ budget, e.g. 8/255."),
+    steps: int | None = typer.Option(None, "--steps", help="PGD steps of the training attack."),
+    clean: bool = typer.Option(False, "--clean", help="No adversarial terms (the baseline)."),
+    no_reg: bool = typer.Option(False, "--no-reg", help="No attention regulariser."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (deterministic on the CPU)."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out."),
+    workers: int = typer.Option(1, "--workers", help="DataLoader workers for FAPA (0: inline)."),
+    backbone_weights: Path | None = typer.Option(
+        None, "--backbone-weights", help="Local ViT weights (timm/safetensors/state_dict)."
+    ),
+    pretrained: bool = typer.Option(
+        False, "--pretrained", help="Hub weights for the backbone (needs the internet)."
+    ),
+) -> None:
+    """Harden a detector with FAPA + PGD adversarial training (PatchGuard recipe)."""
+    _harden_command(
+        model, data, out=out, category=category, preset=preset, epochs=epochs,
+        batch_size=batch_size, lr=lr, eps=eps, steps=steps, clean=clean, no_reg=no_reg,
+        seed=seed, device=device, resume=resume, workers=workers,
+        backbone_weights=backbone_weights, pretrained=pretrained,
+    )  # fmt: skip
+
+
+@app.command("train")
+def train_cmd(
+    data: Path = typer.Argument(..., help=_DATA_HELP),
+    out: Path = typer.Option(Path("patchguard.pt"), "--out", "-o", help="Checkpoint to write."),
+    category: str | None = typer.Option(None, "--category", "-c", help="Category of a root."),
+    preset: str | None = typer.Option(None, "--preset", help=_PRESET_HELP),
+    epochs: int | None = typer.Option(None, "--epochs", help="Epochs (default: the preset's)."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Normal images per batch."),
+    lr: float | None = typer.Option(None, "--lr", help="AdamW learning rate."),
+    eps: str | None = typer.Option(None, "--eps", help="Training L∞ budget, e.g. 8/255."),
+    steps: int | None = typer.Option(None, "--steps", help="PGD steps of the training attack."),
+    clean: bool = typer.Option(False, "--clean", help="No adversarial terms (the baseline)."),
+    no_reg: bool = typer.Option(False, "--no-reg", help="No attention regulariser."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (deterministic on the CPU)."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out."),
+    workers: int = typer.Option(1, "--workers", help="DataLoader workers for FAPA (0: inline)."),
+    backbone_weights: Path | None = typer.Option(
+        None, "--backbone-weights", help="Local ViT weights (timm/safetensors/state_dict)."
+    ),
+    pretrained: bool = typer.Option(
+        False, "--pretrained", help="Hub weights for the backbone (needs the internet)."
+    ),
+) -> None:
+    """Train a fresh PatchGuard (= `harden patchguard DATA`)."""
+    _harden_command(
+        "patchguard", data, out=out, category=category, preset=preset, epochs=epochs,
+        batch_size=batch_size, lr=lr, eps=eps, steps=steps, clean=clean, no_reg=no_reg,
+        seed=seed, device=device, resume=resume, workers=workers,
+        backbone_weights=backbone_weights, pretrained=pretrained,
+    )  # fmt: skip
+
+
 
 # --- attack ---
 
@@ -220,7 +372,10 @@ def report(
         False, "--include-paths", help="Show absolute local paths (default: base names only)."
     ),
     compare: list[Path] | None = typer.Option(
-        None, "--compare", help="Another audit folder to show side by side (repeatable)."
+        None,
+        "--compare",
+        metavar="AUDIT_DIR",
+        help="Another audit folder to show side by side (repeatable).",
     ),
 ) -> None:
     """Write a self-contained HTML audit report (no network, shareable as an attachment)."""

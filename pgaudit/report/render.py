@@ -1,0 +1,182 @@
+"""Assemble the self-contained HTML audit report (one file: inline CSS, SVG, data-URI images).
+
+The page loads nothing from the network, runs no script and works as an e-mail attachment.
+Templates live in ``reports/templates/`` and ship in the wheel as ``pgaudit._templates``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from markupsafe import Markup
+
+from pgaudit import __version__
+from pgaudit.errors import PgauditError
+from pgaudit.gate import GateCriteria
+from pgaudit.report.view import (
+    HEADLINE_METRICS,
+    METRIC_LABELS,
+    TABLE_METRICS,
+    AuditView,
+    Notes,
+    build_audit,
+    build_charts,
+    cell,
+    redact_paths,
+)
+from pgaudit.results import load_results
+
+TEMPLATE = "report.html.j2"
+STYLESHEET = "report.css"
+
+
+def _template_source(name: str) -> str:
+    return files("pgaudit._templates").joinpath(name).read_text(encoding="utf-8")
+
+
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FunctionLoader(_template_source),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def project_gate_criteria(cwd: Path | None = None) -> dict[str, Any] | None:
+    """The ``[gate]`` table of the project's pgaudit.toml when it sets a threshold, else None."""
+    from pgaudit.config import load_project_config
+
+    gate = load_project_config(cwd).get("gate")
+    if not isinstance(gate, Mapping):
+        return None
+    if gate.get("min_robust_auroc") is None and gate.get("min_clean_auroc") is None:
+        return None
+    return dict(gate)
+
+
+def _audit_paths(audits: Sequence[Path | str] | Path | str) -> list[tuple[Path, Path]]:
+    """Each argument → (audit folder, results.json)."""
+    items = [audits] if isinstance(audits, str | Path) else list(audits)
+    if not items:
+        raise PgauditError("no audit folder given: pass the folder written by `pgaudit attack`.")
+    out = []
+    for item in items:
+        p = Path(item)
+        out.append((p.parent, p) if p.is_file() else (p, p / "results.json"))
+    return out
+
+
+def build_html(
+    audits: Sequence[Path | str] | Path | str,
+    include_paths: bool = False,
+    gate_criteria: GateCriteria | Mapping[str, Any] | None = None,
+) -> str:
+    """The report as an HTML string (see :func:`render_report`)."""
+    loaded = []
+    for audit_dir, results_path in _audit_paths(audits):
+        raw = load_results(results_path)
+        loaded.append((audit_dir, raw, raw if include_paths else redact_paths(raw)))
+
+    libraries = {
+        str(a.get("library"))
+        for _, raw, _ in loaded
+        for a in raw.get("attacks") or []
+        if isinstance(a, Mapping) and a.get("library")
+    }
+    with_library = len(libraries) > 1
+    notes = Notes()
+    views: list[AuditView] = [
+        build_audit(
+            raw,
+            shown,
+            audit_dir,
+            f"a{i}",
+            notes,
+            include_paths=include_paths,
+            gate_criteria=gate_criteria,
+            with_library=with_library,
+        )
+        for i, (audit_dir, raw, shown) in enumerate(loaded)
+    ]
+    labels = [v.label for v in views]
+    for v in views:
+        if labels.count(v.label) > 1:
+            v.label = f"{v.label} ({v.dir_label})"
+    charts = build_charts([(v, shown) for v, (_, _, shown) in zip(views, loaded, strict=True)],
+                          with_library)  # fmt: skip
+
+    compare_rows = []
+    if len(views) > 1:
+        for m in TABLE_METRICS:
+            if not any(h["key"] == m for v in views for h in v.headline):
+                continue
+            cells = []
+            for v in views:
+                row = next((h for h in v.headline if h["key"] == m), None)
+                na = cell(None, notes) if row is None else None
+                cells.append(
+                    {"clean": row["clean"] if row else na, "robust": row["robust"] if row else na,
+                     "delta": row["delta"] if row else {"text": "—", "cls": ""}}
+                )  # fmt: skip
+            compare_rows.append(
+                {"metric": METRIC_LABELS[m], "cells": cells, "primary": m in HEADLINE_METRICS}
+            )
+
+    if len(views) == 1:
+        title = f"Robustness audit · {views[0].label} on {views[0].data['name']}"
+    else:
+        title = "Robustness comparison · " + " vs ".join(v.label for v in views)
+    css = Markup(_template_source(STYLESHEET))  # our own file, not user data
+    return (
+        _environment()
+        .get_template(TEMPLATE)
+        .render(
+            title=title,
+            css=css,
+            audits=views,
+            compare=len(views) > 1,
+            compare_rows=compare_rows,
+            charts=charts,
+            notes=notes.items,
+            version=__version__,
+            include_paths=include_paths,
+        )
+    )
+
+
+def render_report(
+    audits: Sequence[Path | str] | Path | str,
+    out: Path | str,
+    include_paths: bool = False,
+    gate_criteria: GateCriteria | Mapping[str, Any] | None = None,
+) -> Path:
+    """Write the HTML report of one audit folder (or several, compared side by side) to ``out``.
+
+    ``audits``: audit folder(s) holding results.json (or the results.json files themselves); the
+    first is the primary one. ``include_paths`` shows absolute local paths (hidden by default:
+    only base names appear). ``gate_criteria`` (a :class:`pgaudit.gate.GateCriteria` or a table
+    as in pgaudit.toml ``[gate]``) gives the pass/fail verdict via
+    :func:`pgaudit.gate.evaluate_gate`; without it, the ``gate`` block recorded in results.json,
+    if any; else the report shows no verdict.
+    Returns the path written.
+    """
+    html = build_html(audits, include_paths=include_paths, gate_criteria=gate_criteria)
+    out = Path(out)
+    if out.is_dir():
+        out = out / "report.html"
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(html, encoding="utf-8")
+        tmp.replace(out)
+    except OSError as exc:
+        raise PgauditError(
+            f"{out}: cannot write the report ({exc.strerror}); choose another --out path."
+        ) from None
+    return out

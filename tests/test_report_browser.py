@@ -1,0 +1,92 @@
+"""The report in a real browser (headless Chromium): no console errors, key sections visible."""
+
+from __future__ import annotations
+
+import html as html_lib
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from report_fixtures import make_audit_dir
+
+from pgaudit.report import render_report
+
+CHROMIUM = next(
+    (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)),
+    None,
+)
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)"
+)
+
+SECTIONS = ("verdict", "comparison", "curves", "attacks", "operating-point", "gallery", "sanity",
+            "model", "environment")  # fmt: skip
+
+# Appended to a copy of the report (whose CSP forbids scripts) to measure what the browser shows.
+PROBE = """<script>
+addEventListener("load", () => {
+  const shown = (el) => {
+    if (!el) return false;
+    const r = el.getBoundingClientRect(), cs = getComputedStyle(el);
+    return r.width > 0 && r.height > 0 && cs.display !== "none" && cs.visibility !== "hidden";
+  };
+  const ids = %s;
+  const out = {
+    sections: Object.fromEntries(ids.map((id) => [id, shown(document.getElementById(id))])),
+    images: document.images.length,
+    broken: [...document.images].filter((i) => !(i.complete && i.naturalWidth > 0)).length,
+    charts: [...document.querySelectorAll("svg.chart")].filter(shown).length,
+    badge: document.querySelector(".verdict-badge").textContent,
+  };
+  const pre = document.createElement("pre");
+  pre.id = "probe";
+  pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+});
+</script>"""
+
+
+def _chromium(tmp_path: Path, page: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    profile = tmp_path / f"profile-{page.stem}"
+    cmd = [
+        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+        "--no-first-run", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", f"--user-data-dir={profile}", "--window-size=1280,3000",
+        "--enable-logging=stderr", "--v=0", *extra, page.as_uri(),
+    ]  # fmt: skip
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("browser")
+    baseline = make_audit_dir(root, name="baseline", model_name="Baseline", strength=0.0)
+    hardened = make_audit_dir(root, name="hardened", model_name="Hardened", strength=1.0)
+    return render_report([baseline, hardened], root / "report.html")
+
+
+def test_report_has_no_console_errors(report, tmp_path):
+    proc = _chromium(tmp_path, report, "--dump-dom")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert 'id="verdict"' in proc.stdout
+    console = [ln for ln in proc.stderr.splitlines() if "CONSOLE" in ln or "Uncaught" in ln]
+    blocked = [ln for ln in proc.stderr.splitlines() if "Refused to" in ln or "net::ERR" in ln]
+    assert not console and not blocked, "\n".join(console + blocked)
+
+
+def test_key_sections_are_visible(report, tmp_path):
+    probed = tmp_path / "probed.html"
+    page = report.read_text(encoding="utf-8")
+    page = re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", page)
+    probed.write_text(page.replace("</body>", PROBE % json.dumps(SECTIONS) + "</body>"))
+    proc = _chromium(tmp_path, probed, "--dump-dom")
+    found = re.search(r'<pre id="probe">(.*?)</pre>', proc.stdout, re.S)
+    assert found, proc.stderr[-2000:]
+    result = json.loads(html_lib.unescape(found.group(1)))
+    assert all(result["sections"].values()), result["sections"]
+    assert result["images"] == 2 * 8 * 6 and result["broken"] == 0
+    assert result["charts"] == 6
+    assert result["badge"] == "NO GATE"
