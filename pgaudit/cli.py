@@ -307,8 +307,169 @@ def train_cmd(
     )  # fmt: skip
 
 
-
 # --- attack ---
+
+
+def _attack_suite_help() -> str:
+    from pgaudit.attacks.suites import describe_suites
+
+    return f"Attack suite (default quick). {describe_suites()}"
+
+
+def _load_attack_model(spec: str, device: str) -> tuple[object, dict]:
+    """The detector to audit and its results.json `model` section (pgaudit checkpoints)."""
+    from pgaudit.models.checkpoint import fingerprint, load_checkpoint
+
+    model, meta = load_checkpoint(spec, device=device)
+    config = meta.get("config", {})
+    info = {
+        "spec": spec,
+        "kind": meta.get("kind", "patchguard"),
+        "name": f"PatchGuard ({config.get('name', 'custom')})",
+        "preset": config.get("name"),
+        "fingerprint": fingerprint(spec),
+        "config": config,
+        "training": meta.get("training", {}),
+    }
+    return model, info
+
+
+_ATTACK_HELP = (
+    "Stress-test a detector with an attack suite; write AUDIT_DIR/results.json and scores.npz."
+    "\n\n"
+    "Detection attacks push each image score the wrong way (normal up, anomalous down); "
+    "localization attacks raise normal patches and lower defective ones. The robust metrics are "
+    "the per-image worst case over the clean images and all L∞ attacks at the headline ε. "
+    "MODEL, DATA, --suite, --out and --category default to pgaudit.toml when present."
+)
+
+
+@app.command("attack", help=_ATTACK_HELP)
+def attack(
+    model: str | None = typer.Argument(
+        None, help="Model checkpoint to audit (default: `model` in pgaudit.toml)."
+    ),
+    data: Path | None = typer.Argument(
+        None, help="Dataset category folder or root (default: `data` in pgaudit.toml)."
+    ),
+    suite: str | None = typer.Option(None, "--suite", "-s", help=_attack_suite_help()),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Audit folder to write (default: audit)."
+    ),
+    category: str | None = typer.Option(None, "--category", "-c", help="Category of a root."),
+    eps: str | None = typer.Option(
+        None,
+        "--eps",
+        help="L∞ budget(s) replacing the suite's, e.g. 8/255 or 2/255,8/255; the largest is "
+        "the headline ε of the robust metrics.",
+    ),
+    steps: int | None = typer.Option(
+        None, "--steps", help="Steps (queries for Square) of every iterative attack."
+    ),
+    step_size: str | None = typer.Option(
+        None, "--step-size", help="PGD step size, e.g. 1/255 (default 2.5·ε/steps)."
+    ),
+    restarts: int | None = typer.Option(
+        None, "--restarts", help="Random restarts of PGD, AutoPGD and Square."
+    ),
+    objective: str | None = typer.Option(
+        None, "--objective", help="both | detection | localization (default both)."
+    ),
+    max_images: int | None = typer.Option(
+        None, "--max-images", help="Attack a class-stratified random subset of this size."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Random seed (random starts, subsets)."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Images per attack batch."),
+    bootstrap: int = typer.Option(
+        0, "--bootstrap", help="Bootstrap resamples for 95% confidence intervals (0: none)."
+    ),
+    save_maps: bool = typer.Option(
+        False, "--save-maps", help="Also write maps.npz (masks, clean and worst-case maps)."
+    ),
+    report: bool = typer.Option(False, "--report", help="Also write AUDIT_DIR/report.html."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Stress-test a detector with an attack suite (help text: _ATTACK_HELP)."""
+    import shlex
+
+    from pgaudit.attacks.eps import parse_eps, parse_eps_list
+    from pgaudit.attacks.runner import resolve_device, run_audit
+    from pgaudit.attacks.suites import build_suite
+    from pgaudit.attacks.summary import results_table
+    from pgaudit.config import config_value, load_project_config
+    from pgaudit.data import open_category
+
+    config = load_project_config()
+    model_spec = config_value(config, "model", model)
+    data_path = config_value(config, "data", data)
+    if model_spec is None or data_path is None:
+        missing = "MODEL" if model_spec is None else "DATA"
+        raise PgauditError(
+            f"{missing} is missing: pass it (pgaudit attack MODEL DATA) or set "
+            f"`{missing.lower()}` in pgaudit.toml."
+        )
+    suite_name = config_value(config, "suite", suite, "quick")
+    audit_dir = Path(config_value(config, "out", out, "audit"))
+    category = config_value(config, "category", category)
+    for name, value in (("--max-images", max_images), ("--batch-size", batch_size)):
+        if value is not None and value < 1:
+            raise PgauditError(f"{name} {value} must be at least 1.")
+    if bootstrap < 0:
+        raise PgauditError(f"--bootstrap {bootstrap} must be 0 or more.")
+
+    torch_device = resolve_device(device)
+    detector, model_info = _load_attack_model(str(model_spec), str(torch_device))
+    cat = open_category(Path(data_path), category)
+    chosen = build_suite(
+        suite_name,
+        image_size=int(detector.image_size),
+        eps=parse_eps_list(eps) if eps is not None else None,
+        steps=steps,
+        objective=objective,
+        step_size=parse_eps(step_size, option="--step-size") if step_size is not None else None,
+        restarts=restarts,
+    )
+    console.print(
+        f"auditing {escape(str(model_spec))} on {escape(cat.name)} ({len(cat.test)} test images) "
+        f"with suite {chosen.name}: {len(chosen.attacks)} attacks on {torch_device}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    results = run_audit(
+        detector,
+        cat,
+        chosen,
+        out_dir=audit_dir,
+        seed=seed,
+        device=torch_device,
+        max_images=max_images,
+        save_maps=save_maps,
+        model_info=model_info,
+        data_info={"path": str(data_path)},
+        progress=not quiet,
+        batch_size=batch_size,
+        bootstrap=bootstrap,
+        command=shlex.join(["pgaudit", *sys.argv[1:]]),
+        console=err_console,
+    )
+    console.print(results_table(results))
+    for skipped in results["suite"].get("skipped", []):
+        console.print(f"skipped {skipped['id']}: {skipped['reason']}", highlight=False)
+    for check in results.get("sanity", []):
+        if check["status"] not in ("pass", "skip"):
+            console.print(
+                f"[bold red]{check['status']}[/] {check['name']}: {escape(check['evidence'])}",
+                soft_wrap=True,
+            )
+    console.print(f"wrote {escape(str(audit_dir / 'results.json'))}", highlight=False)
+    if report:
+        from pgaudit.report import project_gate_criteria, render_report
+
+        written = render_report(
+            audit_dir, audit_dir / "report.html", gate_criteria=project_gate_criteria()
+        )
+        console.print(f"wrote {escape(str(written))}", highlight=False)
 
 
 # --- report / gate / demo ---
@@ -392,6 +553,45 @@ def report(
 
 
 # --- baselines ---
+
+
+@app.command("fit-baseline")
+def fit_baseline_cmd(
+    kind: str = typer.Argument(..., help="patchcore | autoencoder."),
+    data: Path = typer.Argument(..., help="Dataset category folder (or a root with --category)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Baseline checkpoint to write."),
+    category: str | None = typer.Option(None, "--category", "-c", help="Category of a root."),
+    image_size: int = typer.Option(128, "--image-size", help="Input side in pixels (x16)."),
+    coreset: float = typer.Option(
+        0.1, "--coreset", help="PatchCore: fraction of training patch features kept."
+    ),
+    sampler: str = typer.Option("greedy", "--sampler", help="PatchCore coreset: greedy | random."),
+    epochs: int | None = typer.Option(None, "--epochs", help="Autoencoder epochs (default 40)."),
+    max_train: int | None = typer.Option(
+        None, "--max-train", help="Use at most this many training images."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
+    device: str = typer.Option("cpu", "--device", help="cpu | cuda | cuda:N."),
+) -> None:
+    """Fit a baseline detector (PatchCore-style or autoencoder) on the normal training images."""
+    from pgaudit.models.baselines import fit_baseline
+
+    with console.status(f"fitting {kind} on {data}"):
+        path, summary = fit_baseline(
+            kind, data, out, category=category, image_size=image_size, coreset=coreset,
+            sampler=sampler, epochs=epochs, max_train=max_train, seed=seed, device=device,
+        )  # fmt: skip
+    extra = (
+        f"memory bank {summary['memory_bank']} features"
+        if kind == "patchcore"
+        else f"final loss {summary['final_loss']:.4f}"
+    )
+    console.print(
+        f"[green]saved[/] {escape(str(path))}: {kind} on {escape(summary['category'])} "
+        f"({summary['train_images']} images, {image_size} px), {extra}, "
+        f"{summary['seconds']:.1f} s",
+        soft_wrap=True,
+    )
 
 
 def main() -> None:

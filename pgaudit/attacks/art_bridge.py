@@ -1,0 +1,209 @@
+"""The bridge to the Adversarial Robustness Toolbox: estimators over a Detector, and ART attacks.
+
+ART has no anomaly-detection or segmentation estimator, so each objective gets a small
+``PyTorchClassifier`` whose own attack loops then run unchanged:
+
+* detection: a two-logit head ``[-(s-t), s-t]`` over the real image score ``s`` (top-k rule) and
+  the operating threshold ``t``, with :class:`~pgaudit.attacks.objectives.DetectionMarginLoss`;
+* localization: the flat patch logits as ``h·w`` "classes", the float multi-hot grid mask as
+  ``y`` and :class:`~pgaudit.attacks.objectives.LocalizationMarginLoss` (ART leaves such labels
+  untouched when the loss is custom).
+
+ART is imported lazily here only (it costs ~1.2 s).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from pgaudit.attacks.objectives import DetectionMarginLoss, LocalizationMarginLoss
+from pgaudit.attacks.suites import AttackSpec
+from pgaudit.models.detector import Detector, image_scores
+
+if TYPE_CHECKING:
+    from art.estimators.classification import PyTorchClassifier
+
+
+class DetectionHead(nn.Module):
+    """``images -> [-(s - t), s - t]``: a binary classifier view of the detector's image score."""
+
+    def __init__(self, detector: Detector, threshold: float = 0.0) -> None:
+        super().__init__()
+        self.detector = detector
+        self.threshold = float(threshold)
+
+    def forward(self, images: Tensor) -> Tensor:
+        logits = self.detector(images.float())
+        margin = image_scores(self.detector, logits) - self.threshold
+        return torch.stack([-margin, margin], dim=1)
+
+
+class PatchLogitHead(nn.Module):
+    """``images -> [B, h·w]``: the detector's logit map, flattened (one "class" per cell)."""
+
+    def __init__(self, detector: Detector) -> None:
+        super().__init__()
+        self.detector = detector
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.detector(images.float()).flatten(1)
+
+
+def _art_device(device: torch.device) -> contextlib.AbstractContextManager:
+    """ART runs on ``cuda:<current>``; make the detector's GPU the current one while it runs."""
+    if device.type == "cuda":
+        return torch.cuda.device(device)
+    return contextlib.nullcontext()
+
+
+def never_successful(y_pred: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Square attack's success test that never fires, so the full query budget is spent."""
+    return np.zeros(len(y_pred), dtype=bool)
+
+
+class ArtBridge:
+    """Builds (and caches) ART estimators for one detector and runs ART attacks on batches."""
+
+    def __init__(
+        self, detector: Detector, *, input_shape: tuple[int, ...], cells: int, device: torch.device
+    ) -> None:
+        self.detector = detector
+        self.input_shape = tuple(input_shape)
+        self.cells = int(cells)
+        self.device = torch.device(device)
+        self._cache: dict[tuple[str, float], PyTorchClassifier] = {}
+
+    def classifier(self, objective: str, threshold: float = 0.0) -> PyTorchClassifier:
+        """The ART estimator for ``objective`` (detection head at ``threshold``, or patch logits)."""
+        key = (objective, float(threshold) if objective == "detection" else 0.0)
+        if key not in self._cache:
+            from art.estimators.classification import PyTorchClassifier
+
+            if objective == "detection":
+                head: nn.Module = DetectionHead(self.detector, threshold)
+                loss: nn.Module = DetectionMarginLoss()
+                nb_classes = 2
+            else:
+                if self.cells < 2:
+                    raise ValueError("the localization objective needs a logit grid of >= 2 cells")
+                head, loss, nb_classes = (
+                    PatchLogitHead(self.detector),
+                    LocalizationMarginLoss(),
+                    self.cells,
+                )
+            with _art_device(self.device):
+                self._cache[key] = PyTorchClassifier(
+                    model=head,
+                    loss=loss,
+                    input_shape=self.input_shape,
+                    nb_classes=nb_classes,
+                    clip_values=(0.0, 1.0),
+                    device_type="gpu" if self.device.type == "cuda" else "cpu",
+                )
+        return self._cache[key]
+
+    def attack(self, spec: AttackSpec, classifier: PyTorchClassifier, batch_size: int) -> Any:
+        """The ART attack object for ``spec`` (one run; PGD restarts are driven by the caller)."""
+        from art.attacks.evasion import (
+            AutoProjectedGradientDescent,
+            FastGradientMethod,
+            ProjectedGradientDescent,
+            SquareAttack,
+        )
+
+        norm: Any = np.inf if spec.norm == "inf" else int(spec.norm)
+        step = spec.effective_step_size
+        if spec.attack == "fgsm" and spec.objective == "detection":
+            return FastGradientMethod(
+                classifier,
+                norm=norm,
+                eps=spec.eps,
+                eps_step=spec.eps,
+                num_random_init=0,
+                batch_size=batch_size,
+            )
+        if spec.attack in ("fgsm", "pgd"):
+            return ProjectedGradientDescent(
+                classifier,
+                norm=norm,
+                eps=spec.eps,
+                eps_step=step,
+                max_iter=spec.steps,
+                num_random_init=1 if spec.random_init and spec.attack == "pgd" else 0,
+                batch_size=batch_size,
+                verbose=False,
+            )
+        if spec.attack == "apgd":
+            if spec.objective != "detection":
+                raise ValueError("AutoPGD runs on the detection objective only")
+            return AutoProjectedGradientDescent(
+                classifier,
+                norm=norm,
+                eps=spec.eps,
+                eps_step=step,
+                max_iter=spec.steps,
+                targeted=False,
+                nb_random_init=spec.restarts,
+                batch_size=batch_size,
+                loss_type=None,
+                verbose=False,
+            )
+        if spec.attack == "square":
+            loss_fn = classifier.loss
+
+            def square_loss(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+                # Square minimises: the negated objective, from scores alone (black-box).
+                pred = torch.from_numpy(classifier.predict(x, batch_size=batch_size))
+                with torch.no_grad():
+                    per_image = _per_image(loss_fn, pred, torch.from_numpy(np.asarray(y)))
+                return -per_image.numpy()
+
+            return SquareAttack(
+                classifier,
+                norm=norm,
+                adv_criterion=never_successful,
+                loss=square_loss,
+                max_iter=spec.steps,
+                eps=spec.eps,
+                p_init=0.8,
+                nb_restarts=spec.restarts,
+                batch_size=batch_size,
+                verbose=False,
+            )
+        raise ValueError(f"unknown attack {spec.attack!r}")
+
+    def generate(
+        self,
+        spec: AttackSpec,
+        images: Tensor,
+        labels: Tensor,
+        grid_masks: Tensor | None,
+        threshold: float,
+    ) -> Tensor:
+        """One ART run of ``spec`` on a batch; always passes the true ``y``. Returns [B,3,S,S]."""
+        classifier = self.classifier(spec.objective, threshold)
+        if spec.objective == "detection":
+            y = np.eye(2, dtype=np.float32)[labels.cpu().numpy().astype(int)]
+        else:
+            if grid_masks is None:
+                raise ValueError("the localization objective needs ground-truth masks")
+            y = grid_masks.flatten(1).float().cpu().numpy()
+        x = images.detach().float().cpu().numpy()
+        with _art_device(self.device):
+            attack = self.attack(spec, classifier, batch_size=len(x))
+            adv = attack.generate(x=x, y=y)
+        return torch.from_numpy(np.asarray(adv, dtype=np.float32)).to(images.device)
+
+
+def _per_image(loss_fn: nn.Module, pred: Tensor, y: Tensor) -> Tensor:
+    previous = loss_fn.reduction
+    loss_fn.reduction = "none"
+    try:
+        return loss_fn(pred, y)
+    finally:
+        loss_fn.reduction = previous

@@ -1,0 +1,611 @@
+"""Run an attack suite over a test set and write the audit folder.
+
+:func:`run_audit` streams the test set in batches through every attack of a suite, re-scores
+each adversarial batch with a plain forward pass, and writes:
+
+* ``results.json`` (schema ``pgaudit.results/1``, see :mod:`pgaudit.results`);
+* ``scores.npz``: ``labels``, ``names`` (paths relative to the data root), ``clean.image_scores``,
+  ``<attack id>.image_scores`` for every attack and ``robust.image_scores``;
+* with ``save_maps``: ``maps.npz``: ``masks`` (uint8 {0, 1}), ``clean.maps`` and ``robust.maps``
+  (float16, at mask resolution), ``labels``, ``names``;
+* ``gallery/``: PNGs of a few test images of both classes (see :mod:`pgaudit.attacks.gallery`).
+
+Logits stay at grid resolution until the metrics; pixel maps are upsampled and smoothed in chunks.
+``robust`` is the per-example worst case (AutoAttack's convention) over the clean images and every
+L∞ attack at the headline ε: per image the highest score (normal) or the lowest (anomalous), per
+pixel likewise by the ground truth.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from torch import Tensor, nn
+from torch.utils.data import Subset
+
+from pgaudit import __version__, metrics
+from pgaudit.attacks.eps import eps_label
+from pgaudit.attacks.execute import Attacker, BatchTarget
+from pgaudit.attacks.gallery import write_gallery_item
+from pgaudit.attacks.suites import AttackSpec, Suite, build_suite
+from pgaudit.attacks.testset import AuditSet, iterate_batches, prepare_test_set
+from pgaudit.errors import PgauditError
+from pgaudit.models.detector import (
+    Detector,
+    anomaly_maps,
+    freeze,
+    image_scores,
+    mask_to_grid,
+    unfreeze,
+)
+from pgaudit.results import SCHEMA, write_results
+
+#: Budget slack when checking that adversarial images respect ε (float32 rounding).
+BUDGET_TOLERANCE = 1e-5
+ROBUST_NOTES = (
+    "Per-example worst case over the clean images and every L-inf attack at the headline eps: per "
+    "normal image the highest score, per anomalous image the lowest; per pixel the highest "
+    "(normal pixels) or lowest (anomalous pixels) map value."
+)
+
+
+# ------------------------------------------------------------------------------------------------
+# small helpers
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; a clear error for an unavailable choice."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise PgauditError(f"--device {device!r} is not known: use auto, cpu, cuda or cuda:N.")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise PgauditError(
+            f"--device {device}: no CUDA device is available here; use --device cpu."
+        )
+    return torch.device(device)
+
+
+def module_fingerprint(detector: Any) -> str | None:
+    """sha256 over the detector's state_dict tensors (for detectors that come without a file)."""
+    if not isinstance(detector, nn.Module):
+        return None
+    digest = hashlib.sha256()
+    for name, tensor in detector.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return f"sha256-weights:{digest.hexdigest()}"
+
+
+def _versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for key, dist in (
+        ("torch", "torch"),
+        ("art", "adversarial-robustness-toolbox"),
+        ("timm", "timm"),
+        ("numpy", "numpy"),
+    ):
+        try:
+            out[key] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[key] = None
+    return out
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _progress(enabled: bool, console: Console | None) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console or Console(stderr=True),
+        disable=not enabled,
+    )
+
+
+def _is_headline(spec: AttackSpec, headline: float) -> bool:
+    return spec.norm == "inf" and abs(spec.eps - headline) < 1e-9
+
+
+def gallery_positions(labels: np.ndarray, size: int, seed: int) -> list[int]:
+    """Up to ``size`` test positions, half normal and half anomalous where possible."""
+    rng = np.random.default_rng(seed + 1)
+    normal = list(rng.permutation(np.flatnonzero(labels == 0)))
+    anomalous = list(rng.permutation(np.flatnonzero(labels == 1)))
+    take_anom = anomalous[: max(size // 2, size - len(normal))]
+    take_norm = normal[: size - len(take_anom)]
+    return sorted(int(i) for i in take_norm + take_anom)
+
+
+# ------------------------------------------------------------------------------------------------
+# the passes over the test set
+
+
+@dataclass
+class CleanPass:
+    """Clean scores and logits, ground truth, and the operating threshold."""
+
+    scores: np.ndarray
+    logits: np.ndarray
+    masks: np.ndarray
+    input_shape: tuple[int, ...]
+    threshold: float | None
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return (int(self.logits.shape[1]), int(self.logits.shape[2]))
+
+
+@dataclass
+class AttackRecord:
+    """One attack's per-image results (scores, logits) and measured budget use."""
+
+    spec: AttackSpec
+    scores: np.ndarray
+    logits: np.ndarray
+    seconds: float = 0.0
+    max_linf: float = 0.0
+    max_l2: float = 0.0
+    out_of_range: float = 0.0
+    gallery_images: dict[int, np.ndarray] = field(default_factory=dict)
+
+    def measure(self, adv: torch.Tensor, images: torch.Tensor) -> None:
+        """Track the largest perturbation and any pixel outside [0, 1] (never assumed)."""
+        delta = (adv - images).flatten(1)
+        self.max_linf = max(self.max_linf, float(delta.abs().amax()))
+        self.max_l2 = max(self.max_l2, float(delta.norm(dim=1).amax()))
+        self.out_of_range = max(self.out_of_range, float((adv - adv.clamp(0, 1)).abs().amax()))
+
+
+class _Audit:
+    """State shared by the passes of one audit: detector, test set, device, batching."""
+
+    def __init__(
+        self,
+        detector: Detector,
+        test: AuditSet,
+        *,
+        device: torch.device,
+        batch_size: int,
+        seed: int,
+        bootstrap: int,
+        bar: Progress,
+    ) -> None:
+        self.detector = detector
+        self.test = test
+        self.device = device
+        self.batch_size = batch_size
+        self.seed = seed
+        self.bootstrap = bootstrap
+        self.bar = bar
+        self.size = int(detector.image_size)
+
+    def batches(self) -> Iterator[tuple[slice, Tensor, Tensor, Tensor]]:
+        """``(positions, images, labels, masks)`` per batch, in test-set order, on the device."""
+        return iterate_batches(self.test, self.batch_size, self.device)
+
+    def clean_pass(self) -> CleanPass:
+        n, labels = len(self.test), self.test.labels
+        masks = np.zeros((n, self.size, self.size), dtype=np.uint8)
+        scores = np.empty(n, dtype=np.float32)
+        logits_all: np.ndarray | None = None
+        input_shape: tuple[int, ...] = (3, self.size, self.size)
+        task = self.bar.add_task("clean", total=n)
+        with torch.no_grad():
+            for pos, images, _, batch_masks in self.batches():
+                logits = self.detector(images)
+                if logits.ndim != 3:
+                    raise PgauditError(
+                        f"the detector returned logits of shape {tuple(logits.shape)}: a detector "
+                        "must map [B,3,S,S] images to [B,h,w] anomaly logits."
+                    )
+                if batch_masks.shape[1:] != images.shape[2:]:
+                    raise PgauditError(
+                        f"the dataset's masks are {tuple(batch_masks.shape[1:])} but its images "
+                        f"{tuple(images.shape[2:])}: masks must have the size of their images."
+                    )
+                if logits_all is None:
+                    logits_all = np.empty((n, *logits.shape[1:]), dtype=np.float32)
+                    input_shape = tuple(images.shape[1:])
+                logits_all[pos] = logits.float().cpu().numpy()
+                scores[pos] = image_scores(self.detector, logits).float().cpu().numpy()
+                masks[pos] = (batch_masks >= 0.5).cpu().numpy()
+                self.bar.advance(task, images.shape[0])
+        assert logits_all is not None
+        if self.test.has_masks is None:  # generic datasets: decide from the masks themselves
+            anomalous = masks[labels == 1].reshape(int((labels == 1).sum()), -1)
+            self.test.has_masks = bool(anomalous.any(axis=1).any())
+        try:
+            threshold: float | None = metrics.threshold_at_tpr(labels, scores)
+        except metrics.UndefinedMetricError:
+            threshold = None
+        return CleanPass(scores, logits_all, masks, input_shape, threshold)
+
+    def attack(
+        self,
+        attacker: Attacker,
+        spec: AttackSpec,
+        clean: CleanPass,
+        keep: list[int],
+    ) -> AttackRecord:
+        """Run ``spec`` over the test set; keep the adversarial images at positions ``keep``."""
+        n = len(self.test)
+        rec = AttackRecord(spec, np.empty(n, np.float32), np.empty_like(clean.logits))
+        # Without anomalous clean images there is no operating threshold: decide at the median.
+        threshold = (
+            clean.threshold if clean.threshold is not None else float(np.median(clean.scores))
+        )
+        task = self.bar.add_task(spec.id, total=n)
+        start = time.perf_counter()
+        for b, (pos, images, labels, masks) in enumerate(self.batches()):
+            grid_masks = mask_to_grid(masks, clean.grid) if self.test.has_masks else None
+            target = BatchTarget(labels, grid_masks, threshold)
+            adv, logits = attacker.run(spec, images, target, batch_index=b)
+            rec.logits[pos] = logits.float().cpu().numpy()
+            rec.scores[pos] = image_scores(self.detector, logits).float().cpu().numpy()
+            rec.measure(adv, images)
+            for p in keep:
+                if pos.start <= p < pos.stop:
+                    rec.gallery_images[p] = adv[p - pos.start].cpu().numpy()
+            self.bar.advance(task, images.shape[0])
+        rec.seconds = time.perf_counter() - start
+        return rec
+
+    def maps(self, logits: np.ndarray, chunk: int = 32) -> np.ndarray:
+        """Pixel maps ``[N, S, S]`` (float32) from stored logits, upsampled chunk by chunk."""
+        out = np.empty((logits.shape[0], self.size, self.size), dtype=np.float32)
+        with torch.no_grad():
+            for i in range(0, logits.shape[0], chunk):
+                part = torch.from_numpy(logits[i : i + chunk]).to(self.device)
+                out[i : i + chunk] = (
+                    anomaly_maps(self.detector, part, self.size).float().cpu().numpy()
+                )
+        return out
+
+    def robust_maps(
+        self, clean: CleanPass, clean_maps: np.ndarray, head: list[AttackRecord]
+    ) -> np.ndarray:
+        """Per-pixel worst case over the clean map and the headline attacks' maps, by chunk."""
+        out = np.empty_like(clean_maps)
+        for i in range(0, len(self.test), self.batch_size):
+            sl = slice(i, i + self.batch_size)
+            parts = [self.maps(r.logits[sl]) for r in head]
+            out[sl] = metrics.worst_case_maps(clean.masks[sl], clean_maps[sl], *parts)
+        return out
+
+    def section(
+        self, scores: np.ndarray, maps: np.ndarray | None, clean: CleanPass
+    ) -> dict[str, Any]:
+        """``metrics`` and ``operating_point`` (at the clean threshold) of one set of scores."""
+        masks = clean.masks if self.test.has_masks else None
+        return {
+            "metrics": metrics.evaluate(
+                self.test.labels, scores, masks, maps, bootstrap=self.bootstrap, seed=self.seed
+            ),
+            "operating_point": metrics.operating_point(self.test.labels, scores, clean.threshold),
+        }
+
+
+# ------------------------------------------------------------------------------------------------
+# the audit
+
+
+def run_audit(
+    detector: Detector,
+    category_or_dataset: Any,
+    suite: Suite | str,
+    *,
+    out_dir: str | Path,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    max_images: int | None = None,
+    save_maps: bool = False,
+    model_info: dict[str, Any] | None = None,
+    data_info: dict[str, Any] | None = None,
+    progress: bool = True,
+    batch_size: int = 16,
+    gallery_size: int = 6,
+    bootstrap: int = 0,
+    command: str | None = None,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    """Attack ``detector`` on the test images with ``suite``; write and return the results.
+
+    ``category_or_dataset``: a ``pgaudit.data.Category`` (its test split is used) or a dataset of
+    items ``{"image", "label", "mask", ...}``. ``suite``: a :class:`Suite` or a suite name.
+    The detector is put in eval mode with frozen weights for the run; both are restored after.
+    ``model_info`` / ``data_info`` fill the ``model`` / ``data`` sections (spec, fingerprint, …).
+    """
+    started, t_start = _now(), time.perf_counter()
+    out_dir = Path(out_dir)
+    device = resolve_device(device)
+    image_size = int(detector.image_size)
+    if isinstance(suite, str):
+        suite = build_suite(suite, image_size=image_size)
+    if batch_size < 1:
+        raise PgauditError(f"--batch-size {batch_size} must be at least 1.")
+    torch.manual_seed(seed)
+    test = prepare_test_set(category_or_dataset, image_size, max_images, seed)
+    durations = {"prepare": time.perf_counter() - t_start}
+
+    module = detector if isinstance(detector, nn.Module) else None
+    was_training = bool(module is not None and module.training)
+    flags: list[bool] = []
+    if module is not None:
+        module.to(device).eval()
+        flags = freeze(module)
+    try:
+        with _progress(progress, console) as bar:
+            audit = _Audit(
+                detector, test, device=device, batch_size=batch_size, seed=seed,
+                bootstrap=bootstrap, bar=bar,
+            )  # fmt: skip
+            body = _run(audit, suite, out_dir, save_maps, gallery_size, durations)
+    finally:
+        if module is not None:
+            unfreeze(module, flags)
+            module.train(was_training)
+
+    durations["total"] = time.perf_counter() - t_start
+    results = {
+        "schema": SCHEMA,
+        "created": _now(),
+        "model": _model_section(detector, model_info),
+        "data": _data_section(test, image_size, max_images, data_info),
+        **body,
+        "meta": {
+            "pgaudit_version": __version__,
+            "python": platform.python_version(),
+            **_versions(),
+            "seed": seed,
+            "device": str(device),
+            "batch_size": batch_size,
+            "bootstrap": bootstrap,
+            "started": started,
+            "seconds": durations["total"],
+            "durations": {k: round(v, 3) for k, v in durations.items()},
+            "command": command,
+        },
+    }
+    write_results(results, out_dir / "results.json")
+    return results
+
+
+def _run(
+    audit: _Audit,
+    suite: Suite,
+    out_dir: Path,
+    save_maps: bool,
+    gallery_size: int,
+    durations: dict[str, float],
+) -> dict[str, Any]:
+    """Clean pass, attacks, metrics, files: the results sections between ``data`` and ``meta``."""
+    test, headline = audit.test, suite.headline_eps
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    t0 = time.perf_counter()
+    clean = audit.clean_pass()
+    has_masks = bool(test.has_masks)
+    durations["clean"] = time.perf_counter() - t0
+
+    specs = [s for s in suite.attacks if has_masks or s.objective != "localization"]
+    skipped = [
+        {"id": s.id, "reason": "no ground-truth masks for the anomalous test images"}
+        for s in suite.attacks
+        if s not in specs
+    ]
+    t0 = time.perf_counter()
+    attacker = Attacker(
+        audit.detector, input_shape=clean.input_shape, cells=int(np.prod(clean.grid)),
+        device=audit.device, seed=audit.seed,
+    )  # fmt: skip
+    keep = gallery_positions(test.labels, gallery_size, audit.seed)
+    records = [
+        audit.attack(attacker, s, clean, keep if _is_headline(s, headline) else []) for s in specs
+    ]
+    durations["attacks"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    clean_maps = audit.maps(clean.logits) if has_masks else None
+    clean_section = {**audit.section(clean.scores, clean_maps, clean), "threshold": clean.threshold}
+    attacks = []
+    for rec in records:
+        entry = rec.spec.to_dict()
+        maps = audit.maps(rec.logits) if has_masks else None
+        entry.update(audit.section(rec.scores, maps, clean))
+        entry.update(
+            seconds=round(rec.seconds, 3), budget={"max_linf": rec.max_linf, "max_l2": rec.max_l2}
+        )
+        attacks.append(entry)
+        del maps
+    head = [r for r in records if _is_headline(r.spec, headline)]
+    robust_scores = metrics.worst_case_scores(test.labels, clean.scores, *[r.scores for r in head])
+    robust_maps = audit.robust_maps(clean, clean_maps, head) if clean_maps is not None else None
+    robust = {
+        "eps": headline,
+        "eps_label": eps_label(headline),
+        "attack_ids": [r.spec.id for r in head],
+        **audit.section(robust_scores, robust_maps, clean),
+        "notes": ROBUST_NOTES,
+    }
+    durations["metrics"] = time.perf_counter() - t0
+
+    _write_arrays(out_dir, audit, clean, records, robust_scores, clean_maps, robust_maps, save_maps)
+    gallery = _write_gallery(out_dir, audit, clean, records, attacks, keep)
+    suite_section = suite.to_dict()
+    suite_section["attacks"] = [s.to_dict() for s in specs]
+    if skipped:
+        suite_section["skipped"] = skipped
+    return {
+        "suite": suite_section,
+        "headline_eps": headline,
+        "headline_eps_label": eps_label(headline),
+        "clean": clean_section,
+        "attacks": attacks,
+        "robust": robust,
+        "sanity": [budget_check(records)],
+        "gallery": gallery,
+    }
+
+
+def _model_section(detector: Detector, model_info: dict[str, Any] | None) -> dict[str, Any]:
+    model: dict[str, Any] = {
+        "kind": type(detector).__name__.lower(),
+        "name": type(detector).__name__,
+    }
+    describe = getattr(detector, "describe", None)
+    if callable(describe):
+        card = describe()
+        model.update(name=str(card.get("architecture", model["name"])), preset=card.get("preset"))
+    model.update(model_info or {})
+    if not model.get("fingerprint"):
+        model["fingerprint"] = module_fingerprint(detector)
+    return model
+
+
+def _data_section(
+    test: AuditSet, image_size: int, max_images: int | None, data_info: dict[str, Any] | None
+) -> dict[str, Any]:
+    counts: dict[str, int] = {}
+    for t in test.defect_types:
+        counts[t] = counts.get(t, 0) + 1
+    data = {**test.info, **(data_info or {})}
+    data.update(
+        image_size=image_size,
+        n_test=len(test),
+        n_normal=int((test.labels == 0).sum()),
+        n_anomalous=int((test.labels == 1).sum()),
+        has_masks=bool(test.has_masks),
+        defect_types=dict(sorted(counts.items(), key=lambda kv: (kv[0] != "good", kv[0]))),
+    )
+    if max_images is not None:
+        data["max_images"] = max_images
+    return data
+
+
+def _write_arrays(
+    out_dir: Path,
+    audit: _Audit,
+    clean: CleanPass,
+    records: list[AttackRecord],
+    robust_scores: np.ndarray,
+    clean_maps: np.ndarray | None,
+    robust_maps: np.ndarray | None,
+    save_maps: bool,
+) -> None:
+    """scores.npz always; maps.npz (float16 maps, uint8 masks) with ``save_maps``."""
+    common = {
+        "labels": audit.test.labels.astype(np.int64),
+        "names": np.array(audit.test.names, dtype=str),
+    }
+    np.savez_compressed(
+        out_dir / "scores.npz",
+        **common,
+        **{"clean.image_scores": clean.scores},
+        **{f"{r.spec.id}.image_scores": r.scores for r in records},
+        **{"robust.image_scores": robust_scores.astype(np.float32)},
+    )
+    if save_maps:
+        maps = clean_maps if clean_maps is not None else audit.maps(clean.logits)
+        arrays = {**common, "masks": clean.masks, "clean.maps": maps.astype(np.float16)}
+        if robust_maps is not None:
+            arrays["robust.maps"] = robust_maps.astype(np.float16)
+        np.savez_compressed(out_dir / "maps.npz", **arrays)
+
+
+def budget_check(records: list[AttackRecord]) -> dict[str, Any]:
+    """Sanity entry: every adversarial image lies in its ε-ball and in [0, 1] (measured)."""
+    meaning = "adversarial images stay within the stated budget and the [0, 1] pixel range"
+    if not records:
+        return {
+            "name": "perturbation-budget", "status": "skip", "evidence": "no attacks ran",
+            "meaning": meaning,
+        }  # fmt: skip
+    bad = []
+    for r in records:
+        measured = r.max_linf if r.spec.norm == "inf" else r.max_l2
+        if measured > r.spec.eps * (1 + BUDGET_TOLERANCE) + BUDGET_TOLERANCE:
+            bad.append(f"{r.spec.id}: {measured:.6g} > eps {r.spec.eps:.6g}")
+        if r.out_of_range > BUDGET_TOLERANCE:
+            bad.append(f"{r.spec.id}: pixels outside [0, 1] by {r.out_of_range:.3g}")
+    used = max((r.max_linf / r.spec.eps for r in records if r.spec.norm == "inf"), default=0.0)
+    evidence = (
+        "; ".join(bad)
+        if bad
+        else f"all {len(records)} attacks within budget (largest L-inf use {used:.3f} x eps)"
+    )
+    return {
+        "name": "perturbation-budget",
+        "status": "fail" if bad else "pass",
+        "evidence": evidence,
+        "meaning": meaning,
+    }
+
+
+def _write_gallery(
+    out_dir: Path,
+    audit: _Audit,
+    clean: CleanPass,
+    records: list[AttackRecord],
+    attacks: list[dict[str, Any]],
+    positions: list[int],
+) -> list[dict[str, Any]]:
+    """Gallery PNGs from the strongest localization attack at the headline ε (lowest pixel
+    AUROC); without one, from the headline attack with the lowest image AUROC."""
+    candidates = [
+        (rec, entry)
+        for rec, entry in zip(records, attacks, strict=True)
+        if positions and len(rec.gallery_images) == len(positions)
+    ]
+    if not candidates:
+        return []
+
+    def value(entry: dict[str, Any], name: str) -> float:
+        v = entry["metrics"][name]["value"]
+        return float("inf") if v is None else float(v)
+
+    local = [c for c in candidates if c[0].spec.objective == "localization"]
+    if local and any(value(e, "pixel_auroc") < float("inf") for _, e in local):
+        rec = min(local, key=lambda c: value(c[1], "pixel_auroc"))[0]
+    else:
+        rec = min(candidates, key=lambda c: value(c[1], "image_auroc"))[0]
+
+    test, idx = audit.test, np.array(positions)
+    clean_maps, adv_maps = audit.maps(clean.logits[idx]), audit.maps(rec.logits[idx])
+    items = Subset(test.dataset, [test.indices[p] for p in positions])
+    return [
+        write_gallery_item(
+            out_dir,
+            k,
+            name=test.names[p],
+            label=int(test.labels[p]),
+            clean=item["image"].float().numpy(),
+            adversarial=rec.gallery_images[p],
+            eps=rec.spec.eps,
+            mask=clean.masks[p],
+            clean_map=clean_maps[k],
+            adversarial_map=adv_maps[k],
+            attack_id=rec.spec.id,
+            clean_score=float(clean.scores[p]),
+            adversarial_score=float(rec.scores[p]),
+        )  # fmt: skip
+        for k, (p, item) in enumerate(zip(positions, items, strict=True))
+    ]

@@ -1,0 +1,855 @@
+"""Sanity checks that make an audit's robust numbers trustworthy (Carlini et al. 2019, Athalye et
+al. 2018): the evaluation checklist, run automatically.
+
+Each check returns ``{"name", "status": "pass"|"warn"|"fail"|"skip", "evidence", "meaning"}``
+(``evidence``: the numbers compared; ``skip``: the reason). Two kinds:
+
+* **pure** checks compare the attack entries already in a results dict (``results["attacks"]``,
+  ``results["clean"]``): ``more-steps-not-weaker``, ``monotone-in-eps``, ``blackbox-not-stronger``,
+  ``fgsm-not-stronger`` and ``convergence`` (when the suite holds a pair of schedules);
+* **extra-run** checks attack a small balanced subset of the test images with the native PGD
+  (:func:`pgaudit.attacks.native.pgd`) on the detection objective: ``deterministic-forward``,
+  ``gradient-health``, ``unbounded-budget``, ``noise-not-stronger``, ``transfer-not-stronger``
+  (with a surrogate detector) and ``convergence`` (when the suite lacks the pair).
+
+Robust AUROC means image AUROC for detection-objective attacks and pixel AUROC for
+localization-objective ones. Extra cost is bounded by :data:`BUDGETS`: at most 16 (standard) or
+32 (full) images; per image about ``pgd_steps + unbounded_steps`` (+ ``2 · pgd_steps`` when the
+convergence pair is missing, + ``pgd_steps`` with a surrogate) forward+backward passes and
+``noise_draws + 6`` forward passes (all times the EOT draws when the forward pass is random).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from pgaudit.attacks import native
+from pgaudit.attacks.adaptive import DEFAULT_EOT_DRAWS, EOTDetector
+from pgaudit.attacks.execute import batch_seed
+from pgaudit.attacks.objectives import detection_objective
+from pgaudit.models.detector import Detector, freeze, image_scores, unfreeze
+
+#: AUROC differences up to this size count as noise in the comparisons.
+TOLERANCE = 0.02
+#: Convergence: doubling steps/restarts must change robust AUROC by less than this.
+CONVERGENCE_DELTA = 0.02
+#: The "unbounded" L∞ budget (the whole pixel range) and the AUROC it must reach.
+UNBOUNDED_EPS = 1.0
+UNBOUNDED_PASS_AUROC = 0.1
+UNBOUNDED_WARN_AUROC = 0.5
+#: Largest PGD step of the unbounded attack (sign steps; 20 steps still cross the range).
+UNBOUNDED_MAX_STEP = 0.05
+#: Repeated forwards agree when logits differ by at most this (times max(1, |logit|)).
+DETERMINISM_ATOL = 1e-4
+#: Attacks whose success counts as "white-box" for the black-box comparison.
+WHITE_BOX = ("pgd", "apgd")
+
+MEANINGS: dict[str, str] = {
+    "deterministic-forward": (
+        "repeated forward passes must agree; a random forward pass needs EOT (gradients averaged "
+        "over draws), otherwise attacks follow one random draw and understate the risk"
+    ),
+    "gradient-health": (
+        "input gradients must be finite and non-zero and the attack objective must rise over the "
+        "PGD steps; zero or NaN gradients mean the attack is blind (gradient masking)"
+    ),
+    "unbounded-budget": (
+        "with an unlimited budget a working attack breaks any detector (AUROC near 0); if it "
+        "does not, gradients are masked or the attack is broken"
+    ),
+    "more-steps-not-weaker": (
+        "more steps or restarts of the same attack must not give a higher robust AUROC; if they "
+        "do, the attack is unstable or gradients are unreliable"
+    ),
+    "convergence": (
+        "doubling the steps or restarts should barely change robust AUROC; otherwise the attack "
+        "has not converged and the robust numbers are optimistic (raise --steps / --restarts)"
+    ),
+    "monotone-in-eps": (
+        "a larger budget must not give a higher robust AUROC (per attack and objective)"
+    ),
+    "fgsm-not-stronger": (
+        "one gradient step (FGSM) must not beat many (PGD) at the same budget; if it does, the "
+        "iterative attack is failing (e.g. masked or noisy gradients)"
+    ),
+    "noise-not-stronger": (
+        "the worst of many random perturbations must not beat a gradient attack at the same "
+        "budget; if it does, the gradients point the wrong way (gradient masking)"
+    ),
+    "blackbox-not-stronger": (
+        "a score-based black-box attack (Square) must not beat the white-box ones (PGD/AutoPGD); "
+        "if it does, gradients are masked and the white-box numbers are optimistic"
+    ),
+    "transfer-not-stronger": (
+        "adversarial images crafted on a surrogate detector must not beat white-box attacks on "
+        "the detector itself; if they do, its gradients are masked"
+    ),
+}
+
+
+@dataclass(frozen=True)
+class SanityBudget:
+    """How much extra attacking the sanity checks may do."""
+
+    n_images: int
+    pgd_steps: int
+    unbounded_steps: int
+    noise_draws: int
+    eot_draws: int = DEFAULT_EOT_DRAWS
+    batch_size: int = 16
+
+
+BUDGETS: dict[str, SanityBudget] = {
+    "standard": SanityBudget(n_images=16, pgd_steps=10, unbounded_steps=20, noise_draws=16),
+    "full": SanityBudget(n_images=32, pgd_steps=20, unbounded_steps=50, noise_draws=32),
+}
+
+
+def sanity_budget(budget: str | SanityBudget) -> SanityBudget:
+    """The :class:`SanityBudget` of a suite name ("quick" uses the standard one)."""
+    if isinstance(budget, SanityBudget):
+        return budget
+    if budget == "quick":
+        return BUDGETS["standard"]
+    if budget not in BUDGETS:
+        raise ValueError(f"unknown sanity budget {budget!r}; expected one of {tuple(BUDGETS)}")
+    return BUDGETS[budget]
+
+
+def make_check(name: str, status: str, evidence: str) -> dict[str, Any]:
+    """One results.json sanity entry (the meaning comes from :data:`MEANINGS`)."""
+    if status not in ("pass", "warn", "fail", "skip"):
+        raise ValueError(f"unknown status {status!r}")
+    return {"name": name, "status": status, "evidence": evidence, "meaning": MEANINGS[name]}
+
+
+# ------------------------------------------------------------------------------------------------
+# pure checks over the attack entries of a results dict
+
+_PRIMARY = {
+    "detection": ("image_auroc", "image AUROC"),
+    "localization": ("pixel_auroc", "pixel AUROC"),
+}
+
+
+@dataclass(frozen=True)
+class _Run:
+    """One attack entry reduced to what the comparisons need."""
+
+    id: str
+    attack: str
+    library: str
+    norm: str
+    eps: float
+    steps: int
+    restarts: int
+    objective: str
+    value: float
+
+    @property
+    def budget(self) -> int:
+        return self.steps * self.restarts
+
+
+def _metric_value(metrics: dict[str, Any] | None, objective: str) -> float | None:
+    entry = (metrics or {}).get(_PRIMARY[objective][0])
+    value = entry.get("value") if isinstance(entry, dict) else entry
+    return None if value is None else float(value)
+
+
+def _runs(results: dict[str, Any]) -> list[_Run]:
+    runs = []
+    for e in results.get("attacks") or []:
+        objective = e.get("objective", "detection")
+        if objective not in _PRIMARY:
+            continue
+        value = _metric_value(e.get("metrics"), objective)
+        if value is None:
+            continue
+        steps, restarts = int(e.get("steps", 1)), int(e.get("restarts", 1))
+        default_id = f"{e['attack']}-{e['norm']}-{e['eps']:.4g}-{steps}x{restarts}-{objective}"
+        runs.append(
+            _Run(
+                id=str(e.get("id") or default_id),
+                attack=str(e["attack"]),
+                library=str(e.get("library", "")),
+                norm=str(e["norm"]),
+                eps=float(e["eps"]),
+                steps=steps,
+                restarts=restarts,
+                objective=objective,
+                value=value,
+            )
+        )
+    return runs
+
+
+def _same_budget(a: _Run, b: _Run) -> bool:
+    return a.norm == b.norm and abs(a.eps - b.eps) <= 1e-9 and a.objective == b.objective
+
+
+def _label(objective: str) -> str:
+    return _PRIMARY[objective][1]
+
+
+def check_more_steps_not_weaker(results: dict[str, Any], tol: float = TOLERANCE) -> dict[str, Any]:
+    """Fail when a run with at least as many steps and restarts has a higher robust AUROC."""
+    name = "more-steps-not-weaker"
+    runs = _runs(results)
+    pairs = [
+        (weak, strong)
+        for weak in runs
+        for strong in runs
+        if strong is not weak
+        and strong.attack == weak.attack
+        and strong.attack != "fgsm"
+        and _same_budget(weak, strong)
+        and strong.steps >= weak.steps
+        and strong.restarts >= weak.restarts
+        and strong.budget > weak.budget
+    ]
+    if not pairs:
+        return make_check(
+            name,
+            "skip",
+            "the suite has no pair of one attack with fewer and more "
+            "steps or restarts at the same budget",
+        )
+    weak, strong = max(pairs, key=lambda p: p[1].value - p[0].value)
+    rise = strong.value - weak.value
+    evidence = (
+        f"{strong.id} {_label(strong.objective)} {strong.value:.3f} vs {weak.id} "
+        f"{weak.value:.3f} ({rise:+.3f}; tolerance {tol}; {len(pairs)} pairs compared)"
+    )
+    return make_check(name, "fail" if rise > tol else "pass", evidence)
+
+
+def check_convergence(results: dict[str, Any], delta: float = CONVERGENCE_DELTA) -> dict[str, Any]:
+    """Warn when the strongest schedule still lowers robust AUROC by ``delta`` or more compared
+    with one of at most half its steps × restarts (same attack, norm, ε, objective)."""
+    name = "convergence"
+    runs = _runs(results)
+    pairs = []
+    for strong in runs:
+        group = [r for r in runs if r.attack == strong.attack and _same_budget(r, strong)]
+        if strong.attack == "fgsm" or strong.budget != max(r.budget for r in group):
+            continue
+        weaker = [
+            r
+            for r in group
+            if 2 * r.budget <= strong.budget
+            and r.steps <= strong.steps
+            and r.restarts <= strong.restarts
+        ]
+        if weaker:
+            pairs.append((max(weaker, key=lambda r: r.budget), strong))
+    if not pairs:
+        return make_check(
+            name,
+            "skip",
+            "the suite has no pair of schedules (steps or restarts doubled at least) to compare",
+        )
+    weak, strong = max(pairs, key=lambda p: abs(p[0].value - p[1].value))
+    change = strong.value - weak.value
+    evidence = (
+        f"{_label(strong.objective)} {weak.value:.3f} with {weak.id}, {strong.value:.3f} with "
+        f"{strong.id} ({change:+.3f}; delta {delta}; largest change of {len(pairs)} pairs)"
+    )
+    return make_check(name, "warn" if abs(change) >= delta else "pass", evidence)
+
+
+def check_monotone_in_eps(results: dict[str, Any], tol: float = TOLERANCE) -> dict[str, Any]:
+    """Fail when robust AUROC rises with ε within one attack family and objective (the clean
+    metric counts as ε = 0)."""
+    name = "monotone-in-eps"
+    runs = _runs(results)
+    clean = (results.get("clean") or {}).get("metrics")
+    families: dict[tuple, list[tuple[float, str, float]]] = {}
+    for r in runs:
+        key = (r.attack, r.library, r.norm, r.steps, r.restarts, r.objective)
+        families.setdefault(key, []).append((r.eps, r.id, r.value))
+    worst: tuple[float, str, str, float, float] | None = None
+    compared = 0
+    for key, points in families.items():
+        clean_value = _metric_value(clean, key[-1]) if clean else None
+        if clean_value is not None:
+            points = [(0.0, "clean", clean_value), *points]
+        points.sort()
+        for j in range(1, len(points)):
+            lowest = min(points[:j], key=lambda p: p[2])
+            compared += 1
+            rise = points[j][2] - lowest[2]
+            if worst is None or rise > worst[0]:
+                worst = (rise, lowest[1], points[j][1], lowest[2], points[j][2])
+    if worst is None:
+        return make_check(
+            name, "skip", "no attack was run at two budgets (nor with a clean baseline) to compare"
+        )
+    rise, low_id, high_id, low, high = worst
+    evidence = (
+        f"{high_id} {high:.3f} vs {low_id} {low:.3f} at a smaller budget ({rise:+.3f}; "
+        f"tolerance {tol}; {compared} comparisons)"
+    )
+    return make_check(name, "fail" if rise > tol else "pass", evidence)
+
+
+def _beats(
+    name: str, challengers: list[_Run], references: list[_Run], tol: float, what: str
+) -> dict[str, Any]:
+    pairs = []
+    for c in challengers:
+        refs = [r for r in references if _same_budget(c, r)]
+        if refs:
+            pairs.append((c, min(refs, key=lambda r: r.value)))
+    if not pairs:
+        return make_check(name, "skip", what)
+    c, ref = max(pairs, key=lambda p: p[1].value - p[0].value)
+    lead = ref.value - c.value
+    evidence = (
+        f"{c.id} {_label(c.objective)} {c.value:.3f} vs {ref.id} {ref.value:.3f} "
+        f"(challenger lower by {lead:+.3f}; tolerance {tol}; {len(pairs)} comparisons)"
+    )
+    return make_check(name, "fail" if lead > tol else "pass", evidence)
+
+
+def check_blackbox_not_stronger(results: dict[str, Any], tol: float = TOLERANCE) -> dict[str, Any]:
+    """Fail when Square reaches a lower robust AUROC than the best PGD/AutoPGD at its budget."""
+    runs = _runs(results)
+    return _beats(
+        "blackbox-not-stronger",
+        [r for r in runs if r.attack == "square"],
+        [r for r in runs if r.attack in WHITE_BOX],
+        tol,
+        "the suite runs no black-box attack next to a white-box one at the same budget "
+        "(Square runs in the full suite)",
+    )
+
+
+def check_fgsm_not_stronger(results: dict[str, Any], tol: float = TOLERANCE) -> dict[str, Any]:
+    """Fail when FGSM reaches a lower robust AUROC than the best PGD at its budget."""
+    runs = _runs(results)
+    return _beats(
+        "fgsm-not-stronger",
+        [r for r in runs if r.attack == "fgsm"],
+        [r for r in runs if r.attack == "pgd"],
+        tol,
+        "the suite runs no FGSM next to a PGD at the same budget",
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# extra attack runs on a subset of the test images
+
+
+def sanity_positions(
+    labels: Sequence[int] | np.ndarray, n_images: int, seed: int = 0
+) -> np.ndarray:
+    """At most ``n_images`` test positions, balanced between the classes where possible, sorted."""
+    labels = np.asarray(labels).reshape(-1)
+    rng = np.random.default_rng(seed)
+    normal, anomalous = np.flatnonzero(labels == 0), np.flatnonzero(labels == 1)
+    k_anom = min(len(anomalous), max(n_images // 2, n_images - len(normal)))
+    k_norm = min(len(normal), n_images - k_anom)
+    picked = np.concatenate(
+        [rng.choice(normal, k_norm, replace=False), rng.choice(anomalous, k_anom, replace=False)]
+    )
+    return np.sort(picked.astype(np.int64))
+
+
+def _auroc(labels: np.ndarray, scores: np.ndarray) -> float | str:
+    """Image AUROC, or why it is undefined (one class, or non-finite scores)."""
+    from pgaudit.metrics import UndefinedMetricError, image_auroc
+
+    if not np.isfinite(scores).all():
+        return "non-finite image scores (NaN or inf reached the images or the logits)"
+    try:
+        return image_auroc(labels, scores)
+    except UndefinedMetricError as exc:
+        return f"image AUROC is undefined on the sanity subset: {exc}"
+
+
+def _chunks(n: int, size: int) -> Iterator[slice]:
+    for start in range(0, n, size):
+        yield slice(start, min(n, start + size))
+
+
+def _scores(detector: Detector, images: Tensor, batch_size: int) -> np.ndarray:
+    out = []
+    with torch.no_grad():
+        for sl in _chunks(images.shape[0], batch_size):
+            out.append(image_scores(detector, detector(images[sl])).float().cpu())
+    return torch.cat(out).numpy()
+
+
+def _rng(seed: int, tag: str, index: int = 0) -> np.random.RandomState:
+    """An independent random stream per (seed, check, chunk)."""
+    return np.random.RandomState(batch_seed(seed, f"sanity:{tag}", index))
+
+
+def _pgd_detection(
+    detector: Detector,
+    images: Tensor,
+    labels: Tensor,
+    *,
+    eps: float,
+    steps: int,
+    seed: int,
+    tag: str,
+    batch_size: int,
+    step_size: float | None = None,
+    random_init: bool = True,
+) -> Tensor:
+    """Native PGD on the detection objective, chunk by chunk; the adversarial images."""
+    out = []
+    for b, sl in enumerate(_chunks(images.shape[0], batch_size)):
+        y = labels[sl]
+
+        def fn(x: Tensor, y: Tensor = y) -> Tensor:
+            return detection_objective(detector, detector(x), y)
+
+        with torch.enable_grad():
+            out.append(
+                native.pgd(
+                    fn,
+                    images[sl],
+                    eps=eps,
+                    steps=steps,
+                    step_size=step_size,
+                    random_init=random_init,
+                    rng=_rng(seed, tag, b),
+                )
+            )
+    return torch.cat(out)
+
+
+@dataclass
+class PGDTrace:
+    """A traced native PGD run on the detection objective (the white-box reference)."""
+
+    scores: np.ndarray  #: image scores of the final adversarial images
+    objective_start: float  #: mean objective at the (random) start
+    objective_end: float  #: mean objective at the last iterate
+    grad_elements: int  #: input-gradient entries seen over all steps
+    zero_elements: int  #: of which exactly zero
+    nonfinite_elements: int  #: of which NaN or inf
+    blind_images: int  #: images whose gradient was zero (or non-finite) at every step
+    steps: int
+    eps: float
+
+
+def trace_pgd(
+    detector: Detector,
+    images: Tensor,
+    labels: Tensor,
+    *,
+    eps: float,
+    steps: int,
+    seed: int = 0,
+    batch_size: int = 16,
+) -> PGDTrace:
+    """Native PGD-``steps`` at ``eps`` (L∞, random start) recording gradients and objectives."""
+    n = images.shape[0]
+    zero = nonfinite = total = 0
+    alive = torch.zeros(n, dtype=torch.bool)
+    start = torch.zeros(n)
+    end_scores = []
+    for b, sl in enumerate(_chunks(n, batch_size)):
+        y = labels[sl]
+        calls: list[int] = []
+
+        def record(grad: Tensor, sl: slice = sl) -> None:
+            nonlocal zero, nonfinite, total
+            g = grad.detach()
+            finite = torch.isfinite(g)
+            total += g.numel()
+            zero += int((g == 0).sum())
+            nonfinite += int((~finite).sum())
+            useful = (finite & (g != 0)).flatten(1).any(dim=1).cpu()
+            alive[sl] |= useful
+
+        def fn(x: Tensor, y: Tensor = y, sl: slice = sl, calls: list[int] = calls) -> Tensor:
+            x.register_hook(record)
+            values = detection_objective(detector, detector(x), y)
+            if not calls:
+                start[sl] = values.detach().float().cpu()
+            calls.append(1)
+            return values
+
+        with torch.enable_grad():
+            adv = native.pgd(fn, images[sl], eps=eps, steps=steps, rng=_rng(seed, "pgd", b))
+        with torch.no_grad():
+            end_scores.append(image_scores(detector, detector(adv)).float().cpu())
+    scores = torch.cat(end_scores)
+    sign = 1.0 - 2.0 * labels.float().cpu()
+    return PGDTrace(
+        scores=scores.numpy(),
+        objective_start=float(start.mean()),
+        objective_end=float((sign * scores).mean()),
+        grad_elements=total,
+        zero_elements=zero,
+        nonfinite_elements=nonfinite,
+        blind_images=int((~alive).sum()),
+        steps=steps,
+        eps=eps,
+    )
+
+
+def forward_is_deterministic(
+    detector: Detector, images: Tensor, repeats: int = 3
+) -> tuple[bool, float]:
+    """Whether ``repeats`` forward passes give the same logits; and the largest difference."""
+    with torch.no_grad():
+        outs = [detector(images).float() for _ in range(repeats)]
+    diff = max(float((o - outs[0]).abs().amax()) for o in outs[1:]) if repeats > 1 else 0.0
+    scale = max(1.0, float(outs[0].abs().amax()))
+    return (bool(np.isfinite(diff)) and diff <= DETERMINISM_ATOL * scale), diff
+
+
+def check_deterministic_forward(
+    detector: Detector, images: Tensor, *, repeats: int = 3, eot_draws: int = DEFAULT_EOT_DRAWS
+) -> dict[str, Any]:
+    """Pass when repeated forwards agree; warn when they do not but ``detector`` is an
+    :class:`EOTDetector` (attacks averaged draws); fail when they do not and attacks did not."""
+    name = "deterministic-forward"
+    eot = isinstance(detector, EOTDetector)
+    inner = detector.detector if eot else detector
+    same, diff = forward_is_deterministic(inner, images, repeats)
+    if same:
+        return make_check(
+            name,
+            "pass",
+            f"{repeats} forward passes on {images.shape[0]} images agree "
+            f"(max |logit difference| {diff:.2g})",
+        )
+    base = f"{repeats} forward passes differ (max |logit difference| {diff:.3g}): random forward"
+    if eot:
+        return make_check(
+            name, "warn", f"{base}; the attacks used EOT over {detector.eot_draws} draws"
+        )
+    return make_check(
+        name,
+        "fail",
+        f"{base}, and the audit's attacks did not use EOT; the sanity attacks used EOT over "
+        f"{eot_draws} draws: rerun the audit with pgaudit.attacks.adaptive.EOTDetector",
+    )
+
+
+def check_gradient_health(
+    detector: Detector,
+    images: Tensor,
+    labels: Tensor,
+    *,
+    eps: float,
+    steps: int = 10,
+    seed: int = 0,
+    trace: PGDTrace | None = None,
+) -> dict[str, Any]:
+    """Fail on NaN/inf input gradients or when half the images get zero gradients at every step;
+    warn when some images do, or when the objective does not rise over the PGD steps."""
+    name = "gradient-health"
+    t = trace or trace_pgd(detector, images, labels, eps=eps, steps=steps, seed=seed)
+    n = len(t.scores)
+    zero_share = t.zero_elements / max(1, t.grad_elements)
+    rise = t.objective_end - t.objective_start
+    evidence = (
+        f"PGD-{t.steps} at eps {t.eps:.4g} on {n} images: {zero_share:.1%} of input-gradient "
+        f"entries zero, {t.nonfinite_elements} NaN/inf, {t.blind_images} images with no usable "
+        f"gradient at any step; objective {t.objective_start:.4g} -> {t.objective_end:.4g} "
+        f"({rise:+.4g})"
+    )
+    if t.nonfinite_elements or 2 * t.blind_images >= n:
+        status = "fail"
+    elif t.blind_images or not rise > 0:
+        status = "warn"
+    else:
+        status = "pass"
+    return make_check(name, status, evidence)
+
+
+def _undefined(name: str, *values: float | str) -> dict[str, Any] | None:
+    """A skip entry naming the first undefined AUROC among ``values``, or None if all are set."""
+    reasons = [v for v in values if isinstance(v, str)]
+    return make_check(name, "skip", reasons[0]) if reasons else None
+
+
+def check_unbounded_budget(
+    detector: Detector,
+    images: Tensor,
+    labels: Tensor,
+    *,
+    steps: int = 20,
+    eps: float = UNBOUNDED_EPS,
+    seed: int = 0,
+    batch_size: int = 16,
+) -> dict[str, Any]:
+    """PGD on the detection objective with ε = 1 (no random start, so a blind attack stays put):
+    pass at image AUROC ≤ 0.1, warn ≤ 0.5, fail above."""
+    name = "unbounded-budget"
+    y = labels.cpu().numpy()
+    clean = _auroc(y, _scores(detector, images, batch_size))
+    step = min(UNBOUNDED_MAX_STEP, native.default_step_size(eps, steps))
+    adv = _pgd_detection(
+        detector,
+        images,
+        labels,
+        eps=eps,
+        steps=steps,
+        seed=seed,
+        tag="unbounded",
+        batch_size=batch_size,
+        step_size=step,
+        random_init=False,
+    )
+    robust = _auroc(y, _scores(detector, adv, batch_size))
+    attack = (
+        f"PGD-{steps} (step {step:.3g}, no random start) at L-inf eps {eps:g} on {len(y)} images"
+    )
+    if isinstance(clean, float) and isinstance(robust, str):
+        return make_check(name, "fail", f"image AUROC {clean:.3f} clean; after {attack}: {robust}")
+    skip = _undefined(name, clean, robust)
+    if skip is not None:
+        return skip
+    assert isinstance(clean, float) and isinstance(robust, float)
+    evidence = (
+        f"image AUROC {clean:.3f} clean -> {robust:.3f} after {attack} "
+        f"(pass <= {UNBOUNDED_PASS_AUROC}, fail > {UNBOUNDED_WARN_AUROC})"
+    )
+    if robust <= UNBOUNDED_PASS_AUROC:
+        return make_check(name, "pass", evidence)
+    return make_check(name, "warn" if robust <= UNBOUNDED_WARN_AUROC else "fail", evidence)
+
+
+def _reference(
+    detector: Detector,
+    images: Tensor,
+    labels: Tensor,
+    eps: float,
+    steps: int,
+    seed: int,
+    trace: PGDTrace | None,
+) -> tuple[float | str, str]:
+    t = trace or trace_pgd(detector, images, labels, eps=eps, steps=steps, seed=seed)
+    return _auroc(labels.cpu().numpy(), t.scores), f"white-box PGD-{t.steps}"
+
+
+def check_noise_not_stronger(
+    detector: Detector,
+    images: Tensor,
+    labels: Tensor,
+    *,
+    eps: float,
+    draws: int = 16,
+    steps: int = 10,
+    seed: int = 0,
+    tol: float = TOLERANCE,
+    trace: PGDTrace | None = None,
+    batch_size: int = 16,
+) -> dict[str, Any]:
+    """Fail when the worst of ``draws`` uniform L∞ perturbations per image (highest score for
+    normal images, lowest for anomalous) gives a lower image AUROC than PGD at the same ε."""
+    from pgaudit.metrics import worst_case_scores
+
+    name = "noise-not-stronger"
+    y = labels.cpu().numpy()
+    rng = _rng(seed, "noise")
+    draws_scores = []
+    for _ in range(draws):
+        delta = torch.from_numpy(rng.uniform(-eps, eps, tuple(images.shape)).astype(np.float32))
+        noisy = (images + delta.to(images.device, images.dtype)).clamp(0, 1)
+        draws_scores.append(_scores(detector, noisy, batch_size))
+    noise = _auroc(y, worst_case_scores(y, *draws_scores))
+    ref, ref_name = _reference(detector, images, labels, eps, steps, seed, trace)
+    skip = _undefined(name, noise, ref)
+    if skip is not None:
+        return skip
+    assert isinstance(noise, float) and isinstance(ref, float)
+    lead = ref - noise
+    evidence = (
+        f"image AUROC {noise:.3f} under the worst of {draws} uniform noise draws vs {ref:.3f} "
+        f"under {ref_name} at L-inf eps {eps:.4g} on {len(y)} images (noise lower by "
+        f"{lead:+.3f}; tolerance {tol})"
+    )
+    return make_check(name, "fail" if lead > tol else "pass", evidence)
+
+
+def check_transfer_not_stronger(
+    detector: Detector,
+    surrogate: Detector | None,
+    images: Tensor,
+    labels: Tensor,
+    *,
+    eps: float,
+    steps: int = 10,
+    seed: int = 0,
+    tol: float = TOLERANCE,
+    trace: PGDTrace | None = None,
+    batch_size: int = 16,
+) -> dict[str, Any]:
+    """Fail when PGD images crafted on ``surrogate`` give the detector a lower image AUROC than
+    white-box PGD on the detector itself (same ε and steps)."""
+    name = "transfer-not-stronger"
+    if surrogate is None:
+        return make_check(
+            name,
+            "skip",
+            "no surrogate detector given (e.g. a clean-trained baseline, or the detector with "
+            "its non-differentiable parts replaced by smooth ones)",
+        )
+    if int(surrogate.image_size) != int(detector.image_size):
+        return make_check(
+            name,
+            "skip",
+            f"the surrogate expects {surrogate.image_size} px images, the detector "
+            f"{detector.image_size} px",
+        )
+    y = labels.cpu().numpy()
+    adv = _pgd_detection(
+        surrogate,
+        images,
+        labels,
+        eps=eps,
+        steps=steps,
+        seed=seed,
+        tag="transfer",
+        batch_size=batch_size,
+    )
+    transfer = _auroc(y, _scores(detector, adv, batch_size))
+    ref, ref_name = _reference(detector, images, labels, eps, steps, seed, trace)
+    skip = _undefined(name, transfer, ref)
+    if skip is not None:
+        return skip
+    assert isinstance(transfer, float) and isinstance(ref, float)
+    lead = ref - transfer
+    evidence = (
+        f"image AUROC {transfer:.3f} under PGD-{steps} transferred from the surrogate vs "
+        f"{ref:.3f} under {ref_name} at L-inf eps {eps:.4g} on {len(y)} images (transfer lower "
+        f"by {lead:+.3f}; tolerance {tol})"
+    )
+    return make_check(name, "fail" if lead > tol else "pass", evidence)
+
+
+def check_convergence_by_rerun(
+    detector: Detector,
+    images: Tensor,
+    labels: Tensor,
+    *,
+    eps: float,
+    steps: int = 10,
+    seed: int = 0,
+    delta: float = CONVERGENCE_DELTA,
+    trace: PGDTrace | None = None,
+    batch_size: int = 16,
+) -> dict[str, Any]:
+    """Warn when native PGD with ``2 · steps`` changes image AUROC by ``delta`` or more compared
+    with ``steps`` (for suites that lack such a pair)."""
+    name = "convergence"
+    y = labels.cpu().numpy()
+    ref, _ = _reference(detector, images, labels, eps, steps, seed, trace)
+    if trace is not None:
+        steps = trace.steps
+    adv = _pgd_detection(
+        detector,
+        images,
+        labels,
+        eps=eps,
+        steps=2 * steps,
+        seed=seed,
+        tag="convergence",
+        batch_size=batch_size,
+    )
+    double = _auroc(y, _scores(detector, adv, batch_size))
+    skip = _undefined(name, ref, double)
+    if skip is not None:
+        return skip
+    assert isinstance(ref, float) and isinstance(double, float)
+    change = double - ref
+    evidence = (
+        f"image AUROC {ref:.3f} with PGD-{steps}, {double:.3f} with PGD-{2 * steps} at L-inf eps "
+        f"{eps:.4g} on {len(y)} images ({change:+.3f}; delta {delta}; extra run: the suite has "
+        "no pair of schedules)"
+    )
+    return make_check(name, "warn" if abs(change) >= delta else "pass", evidence)
+
+
+@contextlib.contextmanager
+def _no_param_grads(*detectors: Any) -> Iterator[None]:
+    frozen = [(d, freeze(d)) for d in detectors if isinstance(d, nn.Module)]
+    try:
+        yield
+    finally:
+        for d, flags in reversed(frozen):
+            unfreeze(d, flags)
+
+
+# ------------------------------------------------------------------------------------------------
+# everything at once
+
+
+def run_sanity_checks(
+    detector: Detector,
+    images: Tensor,
+    labels: Tensor | Sequence[int] | np.ndarray,
+    masks: Tensor | None,
+    results: dict[str, Any],
+    *,
+    surrogate: Detector | None = None,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    budget: str | SanityBudget = "standard",
+) -> list[dict[str, Any]]:
+    """All sanity checks for one audit, in report order.
+
+    ``images`` ``[N, 3, S, S]`` / ``labels`` ``[N]``: test images (any number; a balanced subset
+    of at most ``budget.n_images`` is attacked); ``masks``: their ground truth (accepted for API
+    symmetry; the extra runs use the detection objective). ``results``: needs ``attacks``,
+    ``clean`` and ``headline_eps`` (a partial results dict is fine). Call with the detector in
+    the mode it is audited in (eval); parameter gradients are switched off here and restored.
+    When the forward pass is random and ``detector`` is not an :class:`EOTDetector`, the extra
+    runs attack and score through one (and the determinism check says so).
+    """
+    del masks  # the extra runs attack the detection objective only
+    cfg = sanity_budget(budget)
+    device = torch.device(device)
+    eps = float(results.get("headline_eps") or 8 / 255)
+    y_all = torch.as_tensor(np.asarray(labels)).long().reshape(-1)
+    pos = torch.from_numpy(sanity_positions(y_all.numpy(), cfg.n_images, seed))
+    x = images[pos].to(device=device, dtype=torch.float32)
+    y = y_all[pos].to(device)
+
+    checks: dict[str, dict[str, Any]] = {}
+    with _no_param_grads(detector, surrogate):
+        checks["deterministic-forward"] = check_deterministic_forward(
+            detector, x, eot_draws=cfg.eot_draws
+        )
+        target = detector
+        if checks["deterministic-forward"]["status"] == "fail":
+            target = EOTDetector(detector, cfg.eot_draws)
+        common = {"seed": seed, "batch_size": cfg.batch_size}
+        trace = trace_pgd(target, x, y, eps=eps, steps=cfg.pgd_steps, **common)
+        checks["gradient-health"] = check_gradient_health(target, x, y, eps=eps, trace=trace)
+        checks["unbounded-budget"] = check_unbounded_budget(
+            target, x, y, steps=cfg.unbounded_steps, **common
+        )
+        checks["more-steps-not-weaker"] = check_more_steps_not_weaker(results)
+        checks["convergence"] = check_convergence(results)
+        if checks["convergence"]["status"] == "skip":
+            checks["convergence"] = check_convergence_by_rerun(
+                target, x, y, eps=eps, trace=trace, **common
+            )
+        checks["monotone-in-eps"] = check_monotone_in_eps(results)
+        checks["fgsm-not-stronger"] = check_fgsm_not_stronger(results)
+        checks["noise-not-stronger"] = check_noise_not_stronger(
+            target, x, y, eps=eps, draws=cfg.noise_draws, trace=trace, **common
+        )
+        checks["blackbox-not-stronger"] = check_blackbox_not_stronger(results)
+        checks["transfer-not-stronger"] = check_transfer_not_stronger(
+            target, surrogate, x, y, eps=eps, steps=cfg.pgd_steps, trace=trace, **common
+        )
+    return list(checks.values())

@@ -1,0 +1,266 @@
+"""Named attack suites (quick / standard / full): exactly which attacks an audit runs.
+
+Pure data (no torch, no ART), so ``pgaudit attack --help`` can print the contents.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from pgaudit.attacks.eps import eps_label, eps_slug
+from pgaudit.errors import PgauditError
+
+SUITES: tuple[str, ...] = ("quick", "standard", "full")
+ATTACKS: tuple[str, ...] = ("fgsm", "pgd", "apgd", "square")
+OBJECTIVE_CHOICES: tuple[str, ...] = ("both", "detection", "localization")
+
+HEADLINE_EPS = 8 / 255
+STANDARD_EPS = (2 / 255, 4 / 255, 8 / 255)
+#: L2 budget: ImageNet's customary 3.0 at 224 px, scaled with the side (i.e. with sqrt(#pixels)).
+L2_EPS_AT_224 = 3.0
+
+_APGD_NOTES = (
+    "AutoPGD (ART) on the detection objective at the operating threshold (clean 95%-TPR): ART "
+    "keeps its optimised image only where the decision flipped, so this is a decision-flip "
+    "attack, not a score-moving one. Its DLR loss and targeted variants need >= 3 classes and do "
+    "not apply to a binary score; they were not run. Not run on the localization objective: "
+    "AutoPGD's success test (argmax of logits vs mask) is meaningless there."
+)
+_SQUARE_NOTES = (
+    "Score-based black-box Square attack (ART) with a margin loss on the objective and a success "
+    "criterion that never fires, so the whole query budget moves the score."
+)
+_PGD_NOTES = (
+    "Random start uniform in the eps-ball, then sign-gradient (L-inf) or unit-gradient (L2) "
+    "ascent on a margin objective; the last iterate is kept, as in ART."
+)
+_RESTART_NOTES = " With restarts: per image, the run with the highest objective is kept."
+_NATIVE_NOTES = (
+    " Native torch implementation with ART's semantics (same random start under the same seed; "
+    "cross-checked against ART's PGD in the test suite)."
+)
+_FGSM_LOC_NOTES = (
+    "FGSM as ART's PGD with one step of size eps and no random start (ART's FGM renormalises "
+    "multi-hot masks, which breaks on normal images)."
+)
+
+
+def l2_eps(image_size: int) -> float:
+    """The suite's L2 budget for ``image_size`` px inputs (3.0 at 224 px, scaled with the side)."""
+    return round(L2_EPS_AT_224 * image_size / 224, 2)
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """One attack run: algorithm, library, threat model, budget, schedule and objective."""
+
+    attack: str
+    library: str
+    norm: str
+    eps: float
+    steps: int
+    objective: str
+    step_size: float | None = None
+    restarts: int = 1
+    random_init: bool = True
+    notes: str = ""
+
+    @property
+    def id(self) -> str:
+        """Stable id, e.g. ``pgd-linf-8_255-10-detection`` (``x5`` appended for 5 restarts)."""
+        norm = "linf" if self.norm == "inf" else f"l{self.norm}"
+        sched = f"{self.steps}x{self.restarts}" if self.restarts > 1 else f"{self.steps}"
+        return f"{self.attack}-{norm}-{eps_slug(self.eps)}-{sched}-{self.objective}"
+
+    @property
+    def eps_label(self) -> str:
+        return eps_label(self.eps)
+
+    @property
+    def effective_step_size(self) -> float | None:
+        """The step size actually used (None where the algorithm chooses its own)."""
+        if self.step_size is not None:
+            return self.step_size
+        if self.attack == "fgsm":
+            return self.eps
+        if self.attack == "pgd":
+            return 2.5 * self.eps / self.steps
+        if self.attack == "apgd":
+            return 2 * self.eps  # AutoPGD's initial step, adapted per image
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as stored in results.json (``suite.attacks`` and each ``attacks[]`` entry)."""
+        return {
+            "id": self.id,
+            "attack": self.attack,
+            "library": self.library,
+            "norm": self.norm,
+            "eps": self.eps,
+            "eps_label": self.eps_label,
+            "steps": self.steps,
+            "step_size": self.effective_step_size,
+            "restarts": self.restarts,
+            "random_init": self.random_init,
+            "objective": self.objective,
+            "notes": self.notes,
+        }
+
+
+@dataclass
+class Suite:
+    """A named, ordered list of attacks plus the headline budget the robust metrics use."""
+
+    name: str
+    description: str
+    attacks: list[AttackSpec] = field(default_factory=list)
+    headline_eps: float = HEADLINE_EPS
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """As stored in results.json: name, description, overrides, the attack specs."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "overrides": dict(self.overrides),
+            "attacks": [a.to_dict() for a in self.attacks],
+        }
+
+
+def _both(spec: AttackSpec) -> list[AttackSpec]:
+    return [replace(spec, objective=o) for o in ("detection", "localization")]
+
+
+def _standard(eps_list: tuple[float, ...]) -> list[AttackSpec]:
+    specs: list[AttackSpec] = []
+    for eps in eps_list:
+        specs.append(AttackSpec("fgsm", "art", "inf", eps, 1, "detection", random_init=False))
+        specs.append(
+            AttackSpec(
+                "fgsm",
+                "art",
+                "inf",
+                eps,
+                1,
+                "localization",
+                random_init=False,
+                notes=_FGSM_LOC_NOTES,
+            )
+        )
+        for steps in (10, 50):
+            specs += _both(
+                AttackSpec("pgd", "art", "inf", eps, steps, "detection", notes=_PGD_NOTES)
+            )
+    return specs
+
+
+def _full_extra(eps: float, image_size: int) -> list[AttackSpec]:
+    return [
+        *_both(
+            AttackSpec(
+                "pgd",
+                "art",
+                "inf",
+                eps,
+                100,
+                "detection",
+                restarts=5,
+                notes=_PGD_NOTES + _RESTART_NOTES,
+            )
+        ),
+        *_both(
+            AttackSpec("pgd", "art", "2", l2_eps(image_size), 50, "detection", notes=_PGD_NOTES)
+        ),
+        AttackSpec("apgd", "art", "inf", eps, 100, "detection", notes=_APGD_NOTES),
+        *_both(AttackSpec("square", "art", "inf", eps, 1000, "detection", notes=_SQUARE_NOTES)),
+    ]
+
+
+DESCRIPTIONS = {
+    "quick": "clean + native-torch PGD-10 L-inf at 8/255 (random start), each objective",
+    "standard": (
+        "ART FGSM, PGD-10 and PGD-50 L-inf (random start) at 2/255, 4/255, 8/255, each objective"
+    ),
+    "full": (
+        "standard + at 8/255: ART PGD-100 x 5 restarts, AutoPGD-100 (detection, decision flip), "
+        "Square-1000 queries (black-box); ART PGD-50 L2 at eps 3.0 x side/224; each objective"
+    ),
+}
+
+
+def describe_suites() -> str:
+    """One line per suite, for ``--help``."""
+    return "; ".join(f"{name}: {DESCRIPTIONS[name]}" for name in SUITES) + "."
+
+
+def build_suite(
+    name: str,
+    *,
+    image_size: int = 224,
+    eps: list[float] | None = None,
+    steps: int | None = None,
+    objective: str | None = None,
+    step_size: float | None = None,
+    restarts: int | None = None,
+) -> Suite:
+    """The attacks of suite ``name`` with the CLI overrides applied.
+
+    ``eps`` replaces the L∞ budgets (the largest becomes the headline ε; L2 budgets are kept);
+    ``steps`` replaces the step/query count of every iterative attack (FGSM stays one step);
+    ``objective`` ("detection" | "localization" | "both") filters; ``step_size`` replaces the PGD
+    step; ``restarts`` replaces the restart count of PGD, AutoPGD and Square.
+    """
+    if name not in SUITES:
+        raise PgauditError(f"--suite {name!r} is unknown: choose one of {', '.join(SUITES)}.")
+    if objective not in (None, *OBJECTIVE_CHOICES):
+        raise PgauditError(
+            f"--objective {objective!r} is unknown: choose one of {', '.join(OBJECTIVE_CHOICES)}."
+        )
+    if steps is not None and steps < 1:
+        raise PgauditError(f"--steps {steps} must be at least 1.")
+    if restarts is not None and restarts < 1:
+        raise PgauditError(f"--restarts {restarts} must be at least 1.")
+    eps_list = tuple(sorted(eps)) if eps else None
+    headline = max(eps_list) if eps_list else HEADLINE_EPS
+
+    if name == "quick":
+        notes = _PGD_NOTES + _NATIVE_NOTES
+        specs = _both(
+            AttackSpec("pgd", "native", "inf", HEADLINE_EPS, 10, "detection", notes=notes)
+        )
+        if eps_list:
+            specs = [replace(s, eps=e) for e in eps_list for s in specs]
+    else:
+        specs = _standard(eps_list or STANDARD_EPS)
+        if name == "full":
+            specs += _full_extra(headline, image_size)
+
+    out: list[AttackSpec] = []
+    for spec in specs:
+        if objective not in (None, "both") and spec.objective != objective:
+            continue
+        if steps is not None and spec.attack != "fgsm":
+            spec = replace(spec, steps=steps)
+        if step_size is not None and spec.attack == "pgd":
+            spec = replace(spec, step_size=step_size)
+        if restarts is not None and spec.attack != "fgsm":
+            spec = replace(spec, restarts=restarts)
+            if spec.attack == "pgd" and restarts > 1 and _RESTART_NOTES not in spec.notes:
+                spec = replace(spec, notes=spec.notes + _RESTART_NOTES)
+        if all(spec.id != o.id for o in out):
+            out.append(spec)
+    overrides = {
+        "eps": list(eps_list) if eps_list else None,
+        "steps": steps,
+        "objective": objective,
+        "step_size": step_size,
+        "restarts": restarts,
+    }
+    return Suite(
+        name=name,
+        description=DESCRIPTIONS[name],
+        attacks=out,
+        headline_eps=headline,
+        overrides={k: v for k, v in overrides.items() if v is not None},
+    )
