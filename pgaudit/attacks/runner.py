@@ -36,9 +36,11 @@ from torch import Tensor, nn
 from torch.utils.data import Subset
 
 from pgaudit import __version__, metrics
+from pgaudit.attacks.adaptive import adaptive_note
 from pgaudit.attacks.eps import eps_label
 from pgaudit.attacks.execute import Attacker, BatchTarget
 from pgaudit.attacks.gallery import write_gallery_item
+from pgaudit.attacks.sanity import run_sanity_checks, sanity_budget, sanity_positions
 from pgaudit.attacks.suites import AttackSpec, Suite, build_suite
 from pgaudit.attacks.testset import AuditSet, iterate_batches, prepare_test_set
 from pgaudit.errors import PgauditError
@@ -52,6 +54,8 @@ from pgaudit.models.detector import (
 )
 from pgaudit.results import SCHEMA, write_results
 
+#: Suites that run the gradient-masking checklist (pgaudit.attacks.sanity).
+SANITY_SUITES = ("standard", "full")
 #: Budget slack when checking that adversarial images respect ε (float32 rounding).
 BUDGET_TOLERANCE = 1e-5
 ROBUST_NOTES = (
@@ -454,6 +458,11 @@ def _run(
     suite_section["attacks"] = [s.to_dict() for s in specs]
     if skipped:
         suite_section["skipped"] = skipped
+    sanity = [budget_check(records)]
+    if suite.name in SANITY_SUITES:
+        t0 = time.perf_counter()
+        sanity += _sanity_checks(audit, suite, clean_section, attacks, headline)
+        durations["sanity"] = time.perf_counter() - t0
     return {
         "suite": suite_section,
         "headline_eps": headline,
@@ -461,9 +470,30 @@ def _run(
         "clean": clean_section,
         "attacks": attacks,
         "robust": robust,
-        "sanity": [budget_check(records)],
+        "sanity": sanity,
+        "adaptive": adaptive_note(audit.detector),
         "gallery": gallery,
     }
+
+
+def _sanity_checks(
+    audit: _Audit,
+    suite: Suite,
+    clean_section: dict[str, Any],
+    attacks: list[dict[str, Any]],
+    headline: float,
+) -> list[dict[str, Any]]:
+    """The gradient-masking checklist on a balanced subset of the test images (issue 7)."""
+    test = audit.test
+    positions = sanity_positions(test.labels, sanity_budget(suite.name).n_images, audit.seed)
+    items = [test.dataset[test.indices[int(p)]] for p in positions]
+    images = torch.stack([torch.as_tensor(it["image"]) for it in items]).float()
+    masks = torch.stack([torch.as_tensor(it["mask"]) for it in items]).float()
+    summary = {"headline_eps": headline, "clean": clean_section, "attacks": attacks}
+    return run_sanity_checks(
+        audit.detector, images, test.labels[positions], masks, summary,
+        seed=audit.seed, device=audit.device, budget=suite.name,
+    )  # fmt: skip
 
 
 def _model_section(detector: Detector, model_info: dict[str, Any] | None) -> dict[str, Any]:
