@@ -316,22 +316,21 @@ def _attack_suite_help() -> str:
     return f"Attack suite (default quick). {describe_suites()}"
 
 
-def _load_attack_model(spec: str, device: str) -> tuple[object, dict]:
-    """The detector to audit and its results.json `model` section (pgaudit checkpoints)."""
-    from pgaudit.models.checkpoint import fingerprint, load_checkpoint
+def _load_attack_model(
+    spec: str,
+    device: str,
+    *,
+    trust_pickle: bool = False,
+    image_size: int | None = None,
+    backbone: str | None = None,
+) -> tuple[object, dict]:
+    """The detector to audit (any kind the resolver knows) and its results.json `model` section."""
+    from pgaudit.models.resolve import load_detector
 
-    model, meta = load_checkpoint(spec, device=device)
-    config = meta.get("config", {})
-    info = {
-        "spec": spec,
-        "kind": meta.get("kind", "patchguard"),
-        "name": f"PatchGuard ({config.get('name', 'custom')})",
-        "preset": config.get("name"),
-        "fingerprint": fingerprint(spec),
-        "config": config,
-        "training": meta.get("training", {}),
-    }
-    return model, info
+    loaded = load_detector(
+        spec, device=device, trust_pickle=trust_pickle, image_size=image_size, backbone=backbone
+    )
+    return loaded.detector, loaded.model_info()
 
 
 _ATTACK_HELP = (
@@ -389,16 +388,23 @@ def attack(
     ),
     report: bool = typer.Option(False, "--report", help="Also write AUDIT_DIR/report.html."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    nproc: int = typer.Option(
+        1,
+        "--nproc",
+        help="Worker processes on this machine sharing the test batches (torch.distributed; "
+        "one GPU each on CUDA). Across machines: torchrun -m pgaudit attack ….",
+    ),
 ) -> None:
     """Stress-test a detector with an attack suite (help text: _ATTACK_HELP)."""
     import shlex
 
     from pgaudit.attacks.eps import parse_eps, parse_eps_list
-    from pgaudit.attacks.runner import resolve_device, run_audit
+    from pgaudit.attacks.runner import run_audit
     from pgaudit.attacks.suites import build_suite
     from pgaudit.attacks.summary import results_table
     from pgaudit.config import config_value, load_project_config
     from pgaudit.data import open_category
+    from pgaudit.training import distributed
 
     config = load_project_config()
     model_spec = config_value(config, "model", model)
@@ -417,42 +423,52 @@ def attack(
             raise PgauditError(f"{name} {value} must be at least 1.")
     if bootstrap < 0:
         raise PgauditError(f"--bootstrap {bootstrap} must be 0 or more.")
-
-    torch_device = resolve_device(device)
-    detector, model_info = _load_attack_model(str(model_spec), str(torch_device))
-    cat = open_category(Path(data_path), category)
-    chosen = build_suite(
-        suite_name,
-        image_size=int(detector.image_size),
+    distributed.check_launch(nproc, device)
+    suite_options = dict(
         eps=parse_eps_list(eps) if eps is not None else None,
         steps=steps,
         objective=objective,
         step_size=parse_eps(step_size, option="--step-size") if step_size is not None else None,
         restarts=restarts,
     )
-    console.print(
-        f"auditing {escape(str(model_spec))} on {escape(cat.name)} ({len(cat.test)} test images) "
-        f"with suite {chosen.name}: {len(chosen.attacks)} attacks on {torch_device}",
-        highlight=False,
-        soft_wrap=True,
-    )
-    results = run_audit(
-        detector,
-        cat,
-        chosen,
-        out_dir=audit_dir,
-        seed=seed,
-        device=torch_device,
-        max_images=max_images,
-        save_maps=save_maps,
-        model_info=model_info,
-        data_info={"path": str(data_path)},
-        progress=not quiet,
-        batch_size=batch_size,
-        bootstrap=bootstrap,
-        command=shlex.join(["pgaudit", *sys.argv[1:]]),
-        console=err_console,
-    )
+    if nproc > 1:  # refuse what every worker would refuse, then start them
+        build_suite(suite_name, image_size=224, **suite_options)
+        open_category(Path(data_path), category)
+        distributed.launch(distributed.without_option(sys.argv[1:], "--nproc"), nproc)
+        return
+
+    with distributed.worker_session(device, final_barrier=False) as torch_device:
+        show = console if distributed.is_main() else Console(quiet=True)
+        detector, model_info = _load_attack_model(str(model_spec), str(torch_device))
+        cat = open_category(Path(data_path), category)
+        chosen = build_suite(suite_name, image_size=int(detector.image_size), **suite_options)
+        workers = distributed.world_size()
+        on = f"{torch_device}" + (f" x {workers} workers" if workers > 1 else "")
+        show.print(
+            f"auditing {escape(str(model_spec))} on {escape(cat.name)} ({len(cat.test)} test "
+            f"images) with suite {chosen.name}: {len(chosen.attacks)} attacks on {on}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        results = run_audit(
+            detector,
+            cat,
+            chosen,
+            out_dir=audit_dir,
+            seed=seed,
+            device=torch_device,
+            max_images=max_images,
+            save_maps=save_maps,
+            model_info=model_info,
+            data_info={"path": str(data_path)},
+            progress=not quiet,
+            batch_size=batch_size,
+            bootstrap=bootstrap,
+            command=shlex.join(["pgaudit", *sys.argv[1:]]),
+            console=err_console,
+        )
+    if not results:  # a worker other than rank 0
+        return
     console.print(results_table(results))
     for skipped in results["suite"].get("skipped", []):
         console.print(f"skipped {skipped['id']}: {skipped['reason']}", highlight=False)

@@ -18,13 +18,17 @@ import torch
 from torch import Tensor, nn
 
 from pgaudit.attacks.objectives import detection_objective
-from pgaudit.models.detector import DEFAULT_TOP_K, Detector, anomaly_maps, image_scores
+from pgaudit.models.detector import (
+    DEFAULT_TOP_K,
+    IMAGE_SCORE_ATTR,
+    Detector,
+    anomaly_maps,
+    image_scores,
+)
 
 #: Draws averaged per forward pass by default (cost: ``n`` forwards and backwards per step).
 DEFAULT_EOT_DRAWS = 8
-# Logit attribute under which :class:`pgaudit.models.adapters.DetectorAdapter` carries a module's
-# own image score (kept in sync by name; averaged across draws by EOTDetector).
-_SCORE_ATTR = "_pgaudit_image_score"
+_SCORE_ATTR = IMAGE_SCORE_ATTR
 
 
 class EOTDetector(nn.Module):

@@ -20,7 +20,7 @@ from torch import Tensor
 from pgaudit.attacks import native
 from pgaudit.attacks.objectives import objective_values
 from pgaudit.attacks.suites import AttackSpec
-from pgaudit.models.detector import Detector
+from pgaudit.models.detector import IMAGE_SCORE_ATTR, Detector
 
 if TYPE_CHECKING:
     from pgaudit.attacks.art_bridge import ArtBridge
@@ -154,7 +154,18 @@ class Attacker:
                 val = self.objective(spec, logits, target)
                 better = val > best_val
                 best_x = torch.where(better.view(-1, 1, 1, 1), adv, best_x)
+                kept_score = _merged_score(better, logits, best_logits)
                 best_logits = torch.where(better.view(-1, 1, 1), logits, best_logits)
+                if kept_score is not None:
+                    setattr(best_logits, IMAGE_SCORE_ATTR, kept_score)
                 best_val = torch.where(better, val, best_val)
         assert best_x is not None and best_logits is not None
         return best_x, best_logits
+
+
+def _merged_score(better: Tensor, logits: Tensor, best_logits: Tensor) -> Tensor | None:
+    """A module-given image score (see adapters) chosen per image like the logits, if present."""
+    new, old = getattr(logits, IMAGE_SCORE_ATTR, None), getattr(best_logits, IMAGE_SCORE_ATTR, None)
+    if new is None or old is None:
+        return None
+    return torch.where(better, new, old)

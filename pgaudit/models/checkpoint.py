@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import re
 import zipfile
 from dataclasses import replace
 from pathlib import Path
@@ -58,22 +59,54 @@ def save_checkpoint(
     return path
 
 
-def read_torch_file(path: str | Path) -> Any:
-    """``torch.load(weights_only=True)`` with one-sentence errors for missing/corrupt/unsafe files."""
+def looks_like_torch_file(path: Path) -> bool:
+    """A torch zip archive, or a legacy torch/pickle file (pickle protocol 2+ starts with 0x80)."""
+    if zipfile.is_zipfile(path):
+        return True
+    with open(path, "rb") as handle:
+        return handle.read(1) == b"\x80"
+
+
+def _unsafe_globals(exc: Exception) -> str:
+    """The Python names a refused pickle wanted, e.g. ``torch.nn.modules.linear.Linear``."""
+    names = re.findall(r"GLOBAL ([\w.]+)", str(exc))
+    return ", ".join(dict.fromkeys(names)) or "Python objects"
+
+
+def read_torch_file(path: str | Path, *, trust_pickle: bool = False) -> Any:
+    """``torch.load(weights_only=True)`` with one-sentence errors for missing/corrupt/unsafe files.
+
+    With ``trust_pickle`` a file that needs full unpickling is loaded anyway (this runs code from
+    the file: the user's explicit choice, ``--trust-pickle``).
+    """
     path = Path(path)
     if not path.is_file():
         raise PgauditError(f"{path} does not exist: pass the path of a model file.")
+    if not looks_like_torch_file(path):
+        raise PgauditError(
+            f"{path} is not a PyTorch file (neither a zip archive nor a pickle): check that it "
+            "was copied completely."
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise PgauditError(
-            f"{path} holds Python objects beyond tensors ({str(exc).splitlines()[0][:160]}); "
-            "loading it could run code from the file: if you trust it, pass --trust-pickle."
-        ) from None
+        if not trust_pickle:
+            raise PgauditError(
+                f"{path} holds more than tensors ({_unsafe_globals(exc)[:160]}) and loading it "
+                "could run code from the file: pass --trust-pickle only if you trust its source."
+            ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         raise PgauditError(
             f"{path} is not a readable PyTorch file ({str(exc).splitlines()[0][:160]}): "
             "check that it was copied completely."
+        ) from None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise PgauditError(
+            f"{path} could not be unpickled even with --trust-pickle ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:160] if str(exc) else ''}); the classes it names must "
+            "be importable (set PYTHONPATH)."
         ) from None
 
 

@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 DEFAULT_TOP_K = 3
+# Logit attribute that carries a module's own image score (set by adapters, averaged by EOT).
+IMAGE_SCORE_ATTR = "_pgaudit_image_score"
 # Smoothing of the pixel map: sigma 6 and radius 7 at 224 px (scaled with the map size).
 SMOOTH_SIGMA_AT_224 = 6.0
 SMOOTH_RADIUS_AT_224 = 7

@@ -1,0 +1,1 @@
+"""An example user detector for pgaudit: see detectors.py and ../README.md."""

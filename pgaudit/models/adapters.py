@@ -1,0 +1,216 @@
+"""Adapters: a user's detector (Python module, TorchScript, pickled module) -> the Detector protocol.
+
+The contract for a user detector: ``module(images)`` with ``images`` ``[B, 3, H, W]`` in [0, 1]
+returns, differentiably w.r.t. the images, either
+
+- anomaly logits on a grid: ``[B, h, w]``, ``[B, 1, h, w]``, or flat ``[B, h*w]`` / ``[B, h*w, 1]``
+  (square grids are recognised; pass ``grid=(h, w)`` otherwise), or
+- a dict (or an object with attributes) with ``anomaly_map`` (any of the shapes above) and an
+  optional ``image_score`` ``[B]`` / ``[B, 1]``.
+
+Larger = more anomalous. ``image_size`` comes from the module's ``image_size`` attribute or from
+``--image-size``; ``top_k``, ``image_score(logits)`` and ``anomaly_map(logits, size)`` on the
+module are honoured like on any detector.
+
+A dict's ``image_score`` is attached to the logits tensor the adapter returns, so
+``image_scores(detector, detector(x))`` returns the detector's own score, still differentiable
+w.r.t. ``x``. If the logits are transformed first (sliced, concatenated), the score is lost and the
+shared top-k rule is used, with a warning.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from pgaudit.errors import PgauditError
+from pgaudit.models.detector import DEFAULT_TOP_K, IMAGE_SCORE_ATTR, image_scores, topk_mean
+
+CONTRACT = (
+    "a detector must return anomaly logits [B,h,w], [B,1,h,w] or [B,h*w], or a dict with "
+    "'anomaly_map' (one of those) and optional 'image_score' [B]"
+)
+_SCORE_ATTR = IMAGE_SCORE_ATTR
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, Tensor):
+        return f"a tensor of shape {list(value.shape)}"
+    if isinstance(value, Mapping):
+        return f"a dict with keys {sorted(map(str, value))}"
+    return f"a {type(value).__name__}"
+
+
+def _bad_output(name: str, found: str, hint: str = "") -> PgauditError:
+    return PgauditError(f"{name} returned {found}, but {CONTRACT}{hint}.")
+
+
+def _as_grid(
+    maps: Tensor, batch: int, grid: tuple[int, int] | None, name: str, what: str
+) -> Tensor:
+    """``maps`` in one of the accepted shapes -> ``[B, h, w]``."""
+    found = f"{what} of shape {list(maps.shape)} for a batch of {batch}"
+    if not maps.is_floating_point():
+        raise _bad_output(name, f"{what} of dtype {maps.dtype}", " (floating point)")
+    if maps.ndim == 0 or maps.shape[0] != batch:
+        raise _bad_output(name, found, " (the first axis is the batch)")
+    if maps.ndim == 4 and maps.shape[1] == 1:  # [B, 1, h, w]
+        maps = maps[:, 0]
+    if maps.ndim == 3 and maps.shape[2] == 1:  # [B, h*w, 1]
+        maps = maps[:, :, 0]
+    if maps.ndim == 3:
+        return maps
+    if maps.ndim != 2:
+        raise _bad_output(name, found)
+    cells = maps.shape[1]
+    if grid is not None:
+        if grid[0] * grid[1] != cells:
+            raise _bad_output(name, found, f" (the grid {grid[0]}x{grid[1]} has other cells)")
+        return maps.reshape(batch, *grid)
+    side = math.isqrt(cells)
+    if side * side != cells or cells < 2:
+        raise _bad_output(name, found, " (a flat map that is not square needs grid=(h, w))")
+    return maps.reshape(batch, side, side)
+
+
+def _image_score(value: Any, batch: int, name: str) -> Tensor:
+    if not isinstance(value, Tensor) or not value.is_floating_point():
+        raise _bad_output(name, f"an image_score that is {_describe(value)}")
+    if value.shape in ((batch,), (batch, 1)):
+        return value.reshape(batch)
+    raise _bad_output(name, f"an image_score of shape {list(value.shape)} for a batch of {batch}")
+
+
+def to_logits(
+    output: Any, batch: int, grid: tuple[int, int] | None = None, name: str = "the detector"
+) -> tuple[Tensor, Tensor | None]:
+    """A detector's raw output -> (logits ``[B, h, w]``, its own image score ``[B]`` or None)."""
+    if isinstance(output, Tensor):
+        return _as_grid(output, batch, grid, name, "a tensor"), None
+    if isinstance(output, Mapping):
+        fields = output
+    elif hasattr(output, "anomaly_map"):
+        fields = {
+            k: getattr(output, k) for k in ("anomaly_map", "image_score") if hasattr(output, k)
+        }
+    else:
+        raise _bad_output(name, _describe(output))
+    maps = fields.get("anomaly_map")
+    if not isinstance(maps, Tensor):
+        raise _bad_output(name, _describe(output))
+    logits = _as_grid(maps, batch, grid, name, "an anomaly_map")
+    score = fields.get("image_score")
+    return logits, (None if score is None else _image_score(score, batch, name))
+
+
+def resolve_image_size(module: nn.Module, image_size: int | None, name: str) -> int:
+    """The input side: ``image_size`` if given, else the module's ``image_size`` attribute."""
+    if image_size is None:
+        image_size = getattr(module, "image_size", None)
+    if isinstance(image_size, (tuple, list)) and len(set(image_size)) == 1:
+        image_size = image_size[0]
+    if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 1:
+        raise PgauditError(
+            f"{name} has no integer `image_size` attribute: pass --image-size PIXELS (the square "
+            "input side it expects)."
+        )
+    return image_size
+
+
+class DetectorAdapter(nn.Module):
+    """A user's module seen through the Detector protocol (``[B,3,S,S]`` -> logits ``[B,h,w]``).
+
+    The wrapped module is ``adapter.module``: its parameters are the adapter's, so hardening
+    trains them and ``adapter.module.state_dict()`` holds the user's own key names.
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        image_size: int,
+        *,
+        grid: tuple[int, int] | None = None,
+        name: str = "the detector",
+    ) -> None:
+        super().__init__()
+        self.module = module
+        self.image_size = int(image_size)
+        self.grid = tuple(grid) if grid is not None else None
+        self.name = name
+        top_k = getattr(module, "top_k", DEFAULT_TOP_K)
+        self.top_k = int(top_k) if isinstance(top_k, int) else DEFAULT_TOP_K
+        self._warned = False
+        self._gives_score = False
+        own_map = getattr(module, "anomaly_map", None)
+        if callable(own_map) and not isinstance(own_map, nn.Module):
+            self.anomaly_map = own_map
+
+    def forward(self, images: Tensor) -> Tensor:
+        logits, score = to_logits(self.module(images), images.shape[0], self.grid, self.name)
+        if score is not None:
+            self._gives_score = True
+            setattr(logits, _SCORE_ATTR, score)
+        return logits
+
+    def image_score(self, logits: Tensor) -> Tensor:
+        """The module's own image score if it gave one for these logits, else the top-k mean."""
+        score = getattr(logits, _SCORE_ATTR, None)
+        if score is not None:
+            return score
+        own = getattr(self.module, "image_score", None)
+        if callable(own) and not isinstance(own, Tensor):
+            return own(logits)
+        if self._gives_score and not self._warned:
+            self._warned = True
+            warnings.warn(
+                f"{self.name}: its own image_score is not attached to these (transformed) "
+                "logits; using the top-k mean of the map instead.",
+                stacklevel=2,
+            )
+        return topk_mean(logits, self.top_k)
+
+
+def probe(detector: nn.Module, name: str, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Run two random images through ``detector`` to check its output early.
+
+    Returns ``{"patch_grid": [h, w], "differentiable": bool, "own_image_score": bool}``
+    (differentiable: the image score has a gradient w.r.t. the input, so white-box attacks
+    apply); raises
+    PgauditError (naming the output found and the contract) when the output does not fit.
+    """
+    size = int(detector.image_size)
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(2, 3, size, size, generator=generator).to(device).requires_grad_(True)
+    was_training = detector.training
+    detector.eval()
+    try:
+        with torch.enable_grad():
+            logits = detector(images)
+            scores = image_scores(detector, logits) if isinstance(logits, Tensor) else None
+            grad = None
+            if scores is not None and scores.requires_grad:
+                (grad,) = torch.autograd.grad(scores.sum(), images, allow_unused=True)
+    except PgauditError:
+        raise
+    except Exception as exc:  # the user's forward failed on a valid input
+        raise PgauditError(
+            f"{name} failed on a batch [2, 3, {size}, {size}] ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:160] if str(exc) else ''}); check --image-size and that "
+            "it accepts images in [0, 1]."
+        ) from None
+    finally:
+        detector.train(was_training)
+    if not isinstance(logits, Tensor) or logits.ndim != 3 or logits.shape[0] != 2:
+        raise _bad_output(name, _describe(logits))
+    if scores is None or scores.shape != (2,):
+        raise _bad_output(name, f"image scores of shape {list(getattr(scores, 'shape', []))}")
+    return {
+        "patch_grid": list(logits.shape[1:]),
+        "differentiable": grad is not None,
+        "own_image_score": getattr(logits, _SCORE_ATTR, None) is not None,
+    }

@@ -1,0 +1,380 @@
+"""The MODEL argument of ``harden``, ``attack`` and ``report`` -> a detector: one resolver for all.
+
+Accepted, tried in this order:
+
+- a **pgaudit checkpoint** (from ``train``/``harden``, or a baseline from ``fit-baseline``:
+  kinds ``patchguard``, ``patchcore``, ``autoencoder``);
+- a **checkpoint of the official PatchGuard code** (a plain state_dict, recognised by its keys;
+  kind ``official-patchguard``; see :mod:`pgaudit.models.official`);
+- a **TorchScript** file (recognised by content: a zip with ``constants.pkl``/``code/``);
+- a **Python factory** ``package.module:function`` imported from the working directory and
+  ``PYTHONPATH``, called without arguments (or with ``image_size=`` when it takes one), returning an
+  ``nn.Module`` (kind ``python``);
+- with ``trust_pickle=True`` only: a file holding a whole pickled ``nn.Module`` (kind ``pickle``).
+
+Files are always read with ``torch.load(weights_only=True)`` first, which never runs code from the
+file; a file that needs more is refused with a message naming ``--trust-pickle``. User modules are
+wrapped by :class:`pgaudit.models.adapters.DetectorAdapter` (output contract in that module) and
+probed once with two random images, so a bad output fails at load time with a clear message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import os
+import re
+import sys
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from pgaudit.errors import PgauditError
+from pgaudit.models.adapters import DetectorAdapter, probe, resolve_image_size
+from pgaudit.models.checkpoint import (
+    fingerprint,
+    is_pgaudit_checkpoint,
+    model_from_payload,
+    read_torch_file,
+)
+
+KINDS = (
+    "patchguard",
+    "official-patchguard",
+    "python",
+    "torchscript",
+    "patchcore",
+    "autoencoder",
+    "pickle",
+)
+ACCEPTED = (
+    "a pgaudit checkpoint (pgaudit train/harden/fit-baseline), an official PatchGuard state_dict "
+    "(feature_extractor.pretrained_model.* + discriminator.*), a TorchScript file, a Python "
+    "factory package.module:function, or a pickled nn.Module with --trust-pickle"
+)
+
+# Help texts for the CLI options that go with MODEL (shared by every command that takes one).
+MODEL_HELP = (
+    "The detector: a pgaudit checkpoint, an official PatchGuard .pth, a TorchScript file, or a "
+    "Python factory package.module:function (imported from the working directory and PYTHONPATH)."
+)
+TRUST_PICKLE_HELP = (
+    "Allow a MODEL file that needs full unpickling (e.g. a whole pickled nn.Module); this runs "
+    "code from the file, so use it only for files you trust."
+)
+IMAGE_SIZE_HELP = (
+    "Input side in pixels, for detectors that do not declare an `image_size` attribute "
+    "(Python factories, TorchScript, pickled modules)."
+)
+BACKBONE_HELP = (
+    "timm name of the ViT inside an official PatchGuard checkpoint, when it is not the one "
+    "inferred from its tensors (e.g. vit_small_patch14_dinov2)."
+)
+
+_BASELINE_NAMES = {"patchcore": "PatchCore baseline", "autoencoder": "Autoencoder baseline"}
+_FACTORY = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+
+
+@dataclass
+class LoadedDetector:
+    """A resolved MODEL: the detector (eval mode, on the device) and what the report says of it."""
+
+    detector: nn.Module
+    kind: str
+    name: str
+    fingerprint: str
+    card: dict[str, Any] = field(default_factory=dict)
+    trainable: bool = False
+    spec: str = ""
+
+    def model_info(self) -> dict[str, Any]:
+        """The ``model`` section of results.json: spec, kind, name, fingerprint, config, card."""
+        config = getattr(self.detector, "config", None)
+        return {
+            "spec": self.spec,
+            "kind": self.kind,
+            "name": self.name,
+            "preset": self.card.get("preset"),
+            "fingerprint": self.fingerprint,
+            "config": config.to_dict() if hasattr(config, "to_dict") else None,
+            "training": self.card.get("training", {}),
+            "card": self.card,
+        }
+
+
+def load_detector(
+    spec: str | Path,
+    *,
+    device: str | torch.device = "cpu",
+    trust_pickle: bool = False,
+    backbone: str | None = None,
+    image_size: int | None = None,
+    grid: tuple[int, int] | None = None,
+    feature_blocks: tuple[int, ...] | None = None,
+) -> LoadedDetector:
+    """Resolve MODEL (a file or ``package.module:function``) into a detector; see the module doc.
+
+    ``backbone`` and ``feature_blocks`` apply to official PatchGuard checkpoints; ``image_size``
+    declares the input side of user modules (and must agree with fixed-size models); ``grid``
+    reshapes flat ``[B, h*w]`` outputs of user modules whose grid is not square.
+    """
+    text = str(spec)
+    path = Path(text).expanduser()
+    if path.is_file():
+        loaded = _load_file(path, trust_pickle, backbone, image_size, grid, feature_blocks)
+    elif path.is_dir():
+        raise PgauditError(f"{path} is a folder: pass a model file or package.module:function.")
+    elif _FACTORY.match(text):
+        loaded = _load_factory(text, image_size, grid)
+    else:
+        raise PgauditError(
+            f"{text}: no such file, and not a Python factory package.module:function; pass a "
+            "model file path or e.g. mypkg.detectors:build."
+        )
+    if backbone is not None and loaded.kind != "official-patchguard":
+        raise PgauditError(
+            f"--backbone {backbone}: only applies to official PatchGuard checkpoints, but "
+            f"{text} is a {loaded.kind} model; drop --backbone."
+        )
+    if image_size is not None and int(loaded.detector.image_size) != image_size:
+        raise PgauditError(
+            f"--image-size {image_size}: {text} expects {loaded.detector.image_size} px; drop "
+            "--image-size."
+        )
+    loaded.detector.to(device).eval()
+    if isinstance(loaded.detector, DetectorAdapter):  # check a user module's output early
+        loaded.card.update(probe(loaded.detector, loaded.detector.name, device))
+    loaded.spec = text
+    loaded.card = {
+        "kind": loaded.kind,
+        "name": loaded.name,
+        "source": text,
+        "fingerprint": loaded.fingerprint,
+        "trainable": loaded.trainable,
+        **loaded.card,
+    }
+    loaded.card.setdefault("image_size", int(loaded.detector.image_size))
+    return loaded
+
+
+# --- files ---
+
+
+def is_torchscript(path: Path) -> bool:
+    """True for a TorchScript archive (a zip holding ``constants.pkl`` or ``code/``)."""
+    if not zipfile.is_zipfile(path):
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return any(n.endswith("/constants.pkl") or "/code/" in n for n in names)
+
+
+def _load_file(
+    path: Path,
+    trust_pickle: bool,
+    backbone: str | None,
+    image_size: int | None,
+    grid: tuple[int, int] | None,
+    feature_blocks: tuple[int, ...] | None,
+) -> LoadedDetector:
+    digest = fingerprint(path)
+    if is_torchscript(path):
+        return _load_torchscript(path, digest, image_size, grid)
+    payload = read_torch_file(path, trust_pickle=trust_pickle)
+    if is_pgaudit_checkpoint(payload):
+        return _load_pgaudit(payload, path, digest)
+    if isinstance(payload, nn.Module):
+        return _load_module(payload, path, digest, image_size, grid)
+    if isinstance(payload, Mapping):
+        from pgaudit.models.official import is_official_state_dict, load_official, unwrap_state_dict
+
+        state = unwrap_state_dict(payload)
+        if is_official_state_dict(state):
+            model, notes = load_official(
+                state,
+                path=path,
+                backbone=backbone,
+                image_size=image_size,
+                feature_blocks=feature_blocks,
+            )
+            card = {**model.describe(), "official": notes}
+            display = f"PatchGuard (official {path.stem})"
+            return LoadedDetector(model, "official-patchguard", display, digest, card, True)
+        keys = [str(k) for k in list(state)[:3]]
+        raise PgauditError(
+            f"{path} holds {len(state)} entries (e.g. {keys}) in no layout pgaudit knows; "
+            f"pass {ACCEPTED}."
+        )
+    raise PgauditError(
+        f"{path} holds a {type(payload).__name__}, not a model pgaudit knows; pass {ACCEPTED}."
+    )
+
+
+def _load_pgaudit(payload: dict[str, Any], path: Path, digest: str) -> LoadedDetector:
+    kind = payload.get("kind", "patchguard")
+    meta = {
+        "pgaudit_version": payload.get("pgaudit_version"),
+        "training": payload.get("training", {}),
+    }
+    if kind == "patchguard":
+        model = model_from_payload(payload, path)
+        display = f"PatchGuard ({model.config.name})"
+        return LoadedDetector(model, kind, display, digest, {**model.describe(), **meta}, True)
+    from pgaudit.models.baselines import BASELINES, baseline_from_payload
+
+    if kind in BASELINES:
+        model = baseline_from_payload(payload, path)
+        display = f"{_BASELINE_NAMES[kind]} ({path.stem})"
+        return LoadedDetector(model, kind, display, digest, {**model.describe(), **meta}, False)
+    raise PgauditError(
+        f"{path} is a pgaudit checkpoint of kind {kind!r}, unknown to this version "
+        f"({payload.get('pgaudit_version')}); upgrade pgaudit."
+    )
+
+
+def _load_torchscript(
+    path: Path, digest: str, image_size: int | None, grid: tuple[int, int] | None
+) -> LoadedDetector:
+    try:
+        module = torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:
+        raise PgauditError(
+            f"{path} looks like TorchScript but does not load ({str(exc).splitlines()[0][:160]}); "
+            "save it again with torch.jit.save."
+        ) from None
+    label = f"TorchScript model {path}"
+    return _adapt(
+        module, "torchscript", f"TorchScript ({path.name})", digest, label, image_size, grid
+    )
+
+
+def _load_module(
+    module: nn.Module,
+    path: Path,
+    digest: str,
+    image_size: int | None,
+    grid: tuple[int, int] | None,
+) -> LoadedDetector:
+    from pgaudit.models.patchguard import PatchGuard
+
+    if isinstance(module, PatchGuard):
+        display = f"PatchGuard ({path.name}, pickled)"
+        return LoadedDetector(module, "pickle", display, digest, module.describe(), True)
+    display = f"{type(module).__name__} ({path.name}, pickled)"
+    return _adapt(module, "pickle", display, digest, f"pickled model {path}", image_size, grid)
+
+
+# --- Python factories ---
+
+
+def import_factory(spec: str) -> Any:
+    """The object ``package.module:attr`` names, imported from the working directory/PYTHONPATH."""
+    module_name, attr = spec.split(":", 1)
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise PgauditError(
+                f"{spec}: module {exc.name!r} is not importable from {cwd} or PYTHONPATH; run from "
+                "the folder that holds it or add that folder to PYTHONPATH."
+            ) from None
+        raise PgauditError(f"{spec}: importing {module_name} failed ({exc}); install it.") from exc
+    except Exception as exc:
+        raise PgauditError(
+            f"{spec}: importing {module_name} raised {type(exc).__name__}: {exc}; fix the module."
+        ) from exc
+    obj: Any = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise PgauditError(f"{spec}: {module_name} has no attribute {attr!r}; check the name.")
+        obj = getattr(obj, part)
+    return obj
+
+
+def _load_factory(
+    spec: str, image_size: int | None, grid: tuple[int, int] | None
+) -> LoadedDetector:
+    factory = import_factory(spec)
+    if isinstance(factory, nn.Module):
+        module = factory
+    elif callable(factory):
+        kwargs: dict[str, Any] = {}
+        try:
+            params = inspect.signature(factory).parameters
+        except (TypeError, ValueError):
+            params = {}
+        if image_size is not None and "image_size" in params:
+            kwargs["image_size"] = image_size
+        try:
+            module = factory(**kwargs)
+        except Exception as exc:
+            raise PgauditError(
+                f"{spec}: the factory raised {type(exc).__name__}: {exc}; call it in Python to "
+                "see the traceback."
+            ) from exc
+    else:
+        raise PgauditError(f"{spec}: names a {type(factory).__name__}, not a callable factory.")
+    if not isinstance(module, nn.Module):
+        raise PgauditError(
+            f"{spec}: the factory returned a {type(module).__name__}, but it must return a "
+            "torch.nn.Module."
+        )
+    return _adapt(module, "python", spec, weights_fingerprint(module), spec, image_size, grid)
+
+
+# --- shared ---
+
+
+def _adapt(
+    module: nn.Module,
+    kind: str,
+    name: str,
+    digest: str,
+    label: str,
+    image_size: int | None,
+    grid: tuple[int, int] | None,
+) -> LoadedDetector:
+    size = resolve_image_size(module, image_size, label)
+    adapter = DetectorAdapter(module, size, grid=grid, name=label)
+    params = [p for p in module.parameters() if p.is_floating_point()]
+    card: dict[str, Any] = {
+        "architecture": type(module).__name__ if kind != "torchscript" else "TorchScript",
+        "parameters": sum(p.numel() for p in params),
+        "image_size": size,
+    }
+    describe = getattr(module, "describe", None)
+    if callable(describe) and kind != "torchscript":
+        try:
+            extra = describe()
+            if isinstance(extra, Mapping):
+                card = {**dict(extra), **card}
+        except Exception:  # a card is a nicety; never fail the load for it
+            pass
+    trainable = any(p.requires_grad for p in params)
+    return LoadedDetector(adapter, kind, name, digest, card, trainable)
+
+
+def weights_fingerprint(module: nn.Module) -> str:
+    """sha256 over a module's state_dict (names, dtypes, shapes, values), as ``sha256:<hex>``."""
+    digest = hashlib.sha256()
+    for key, value in module.state_dict().items():
+        digest.update(key.encode())
+        if isinstance(value, Tensor):
+            tensor = value.detach().cpu().contiguous()
+            digest.update(f"{tensor.dtype}{list(tensor.shape)}".encode())
+            digest.update(
+                tensor.view(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
+            )
+    return f"sha256:{digest.hexdigest()}"
