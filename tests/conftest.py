@@ -35,3 +35,29 @@ def run_cli(capsys, monkeypatch):
         return CliResult(code, out.out, out.err)
 
     return _run
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory):
+    """A small synthetic dataset (widget + fabric; 64 px, 24 train / 16 test), made once.
+
+    Shared by the whole session: copy a category before changing it.
+    """
+    from pgaudit.data.synth import make_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("synth")
+    make_synthetic_dataset(root, size=64, seed=0, n_train=24, n_test=16)
+    return root
+
+
+@pytest.fixture(scope="session")
+def synth_default(tmp_path_factory):
+    """The default synthetic dataset (128 px, 80 train / 40 test per category), made once.
+
+    Shared by the whole session: copy a category before changing it.
+    """
+    from pgaudit.data.synth import make_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("synth_default")
+    make_synthetic_dataset(root)
+    return root

@@ -1,0 +1,112 @@
+"""Validation summary of a category: counts, image sizes, masks, problems and warnings."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pgaudit.data.images import verify_image
+from pgaudit.data.records import Category
+from pgaudit.errors import PgauditError
+
+
+@dataclass
+class CheckReport:
+    """What :func:`check_category` found. ``problems`` make the category unusable."""
+
+    category: str
+    root: Path
+    layout: str
+    counts: dict[str, dict[str, int]]  # split -> defect type -> images
+    masks: dict[str, tuple[int, int]]  # anomalous defect type -> (masks present, images)
+    foreground: tuple[int, int]  # (training images with a foreground mask, training images)
+    image_sizes: dict[tuple[int, int], int]  # (width, height) -> images
+    has_masks: bool
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when the category is usable (no problems; warnings are allowed)."""
+        return not self.problems
+
+
+def _size_problem(image: Path, other: Path, what: str, image_size: tuple[int, int]) -> str | None:
+    other_size = verify_image(other)
+    if other_size == image_size:
+        return None
+    return (
+        f"{other}: {what} is {other_size[0]}x{other_size[1]} but its image {image} is "
+        f"{image_size[0]}x{image_size[1]}; make the {what} the same size as the image."
+    )
+
+
+def check_category(category: Category) -> CheckReport:
+    """Validate every file of ``category`` (structure, readability, mask sizes) and summarise it."""
+    sizes: Counter[tuple[int, int]] = Counter()
+    problems: list[str] = []
+    for sample in [*category.train, *category.test]:
+        try:
+            size = verify_image(sample.image)
+            sizes[size] += 1
+            for extra, what in ((sample.mask, "mask"), (sample.foreground, "foreground mask")):
+                if extra is not None:
+                    problem = _size_problem(sample.image, extra, what, size)
+                    if problem:
+                        problems.append(problem)
+        except PgauditError as exc:
+            problems.append(str(exc))
+
+    masks: dict[str, tuple[int, int]] = {}
+    for sample in category.anomalous:
+        present, total = masks.get(sample.defect_type, (0, 0))
+        masks[sample.defect_type] = (present + (sample.mask is not None), total + 1)
+    n_fg = sum(s.foreground is not None for s in category.train)
+
+    warnings: list[str] = []
+    n_anomalous = len(category.anomalous)
+    n_normal = len(category.test) - n_anomalous
+    if n_anomalous and not category.has_masks:
+        warnings.append(
+            f"{category.root}: no ground-truth masks for the {n_anomalous} anomalous test images; "
+            "the category is usable for detection only (pixel metrics are skipped)."
+        )
+    if not n_anomalous:
+        warnings.append(f"{category.root}: no anomalous test images; image AUROC is undefined.")
+    if not n_normal:
+        warnings.append(f"{category.root}: no normal test images; image AUROC is undefined.")
+    if n_fg == 0:
+        warnings.append(
+            f"{category.foreground_dir}: no foreground masks; run `pgaudit masks {category.root}` "
+            "for objects (textures need none: the whole image counts)."
+        )
+    elif n_fg < len(category.train):
+        warnings.append(
+            f"{category.foreground_dir}: only {n_fg} of {len(category.train)} training images have "
+            "a foreground mask (the others count as all foreground); run `pgaudit masks "
+            f"{category.root} --overwrite` to make a complete set."
+        )
+    if len(sizes) > 1:
+        warnings.append(
+            f"{category.root}: images come in {len(sizes)} sizes; all are resized to the model's "
+            "square input size."
+        )
+    if category.layout == "folder":
+        warnings.append(
+            f"{category.root / 'normal'}: plain folder layout; every other normal image (sorted by "
+            "name) is used for training, the rest for testing."
+        )
+
+    return CheckReport(
+        category=category.name,
+        root=category.root,
+        layout=category.layout,
+        counts={"train": category.defect_counts("train"), "test": category.defect_counts("test")},
+        masks=masks,
+        foreground=(n_fg, len(category.train)),
+        image_sizes=dict(sizes.most_common()),
+        has_masks=category.has_masks,
+        problems=problems,
+        warnings=warnings,
+    )
