@@ -4,13 +4,15 @@ Two categories, each with four defect types (scratch, stain, hole, crack) and ex
 ground-truth masks (a mask pixel is set exactly where the defect changed the image):
 
 - ``widget``: a textured blue chip (rounded square with grooves, a metal boss and four screw holes)
-  on a plain light background, with pose, size, colour and lighting variation; its true foreground
-  masks are written to ``train/foreground_mask/``.
+  on a plain light background, with pose (+-17 degrees, +-5 % shift), size, colour and lighting
+  variation; its true foreground masks are written to ``train/foreground_mask/``.
 - ``fabric``: a plain-weave texture with random phase, slight rotation, per-thread irregularity,
   fibre noise and lighting variation.
 
-Defects use colours that occur in the images (lighter or darker material, background showing
-through, a brownish tint), so finding them needs local structure, not a colour outlier test.
+Defects (at 128 px: scratches 4-5 px wide and 45-60 px long, cracks 4-5 px wide, stains and holes
+8-12 px in radius) use colours that occur in the images (lighter or darker material, background
+showing through, a brownish tint), so finding them needs local structure, not a colour outlier
+test. Sizes scale with the image side.
 Every image is drawn from its own ``numpy`` Generator seeded by ``(seed, category, split, index)``:
 the same seed gives the same files, and image ``k`` does not depend on how many images are made.
 """
@@ -156,7 +158,7 @@ def _blob(rng: np.random.Generator, centre: tuple[float, float], radius: float, 
 
 
 def _scratch(rng, image, region, backing, size) -> tuple[Array, Array]:
-    """A thin, slightly curved lighter line (worn material)."""
+    """A thin, slightly curved bright line (worn material)."""
     xx, yy = _grid(size)
     length = size * rng.uniform(0.34, 0.48)
     x0, y0 = _pick_point(rng, region, size * 0.12)
@@ -167,7 +169,7 @@ def _scratch(rng, image, region, backing, size) -> tuple[Array, Array]:
     pts += bend * np.array([[-np.sin(angle), np.cos(angle)]])
     width = max(1.2, size * rng.uniform(0.016, 0.021))
     mask = (_polyline_distance(pts, xx, yy) <= width) & region
-    new = image * 0.35 + 0.62 * np.array([0.93, 0.93, 0.9])
+    new = image * 0.2 + 0.78 * np.array([0.96, 0.96, 0.93])
     return np.where(mask[..., None], new, image), mask
 
 
@@ -211,13 +213,17 @@ def _stain(rng, image, region, backing, size) -> tuple[Array, Array]:
 
 
 def _hole(rng, image, region, backing, size) -> tuple[Array, Array]:
-    """A hole through the material: the background (widget) or dark backing (fabric) shows."""
+    """A hole through the material: the background (widget) or dark backing (fabric) shows,
+    with a dark broken edge and the material's shadow falling on one side."""
     xx, yy = _grid(size)
     radius = size * rng.uniform(0.07, 0.1)
     centre = _pick_point(rng, region, radius * 1.5)
     mask = _blob(rng, centre, radius, xx, yy) & region
-    edge = mask & ~ndimage.binary_erosion(mask, iterations=max(1, round(size / 90)))
-    new = np.where(edge[..., None], image * 0.3, backing)
+    edge = mask & ~ndimage.binary_erosion(mask, iterations=max(1, round(size / 64)))
+    angle, offset = rng.uniform(0, 2 * np.pi), radius * rng.uniform(0.25, 0.4)
+    lit = ndimage.shift(mask, (offset * np.sin(angle), offset * np.cos(angle)), order=0)
+    new = np.where((mask & ~lit)[..., None], backing * 0.45, backing)
+    new = np.where(edge[..., None], image * 0.3, new)
     return np.where(mask[..., None], new, image), mask
 
 
