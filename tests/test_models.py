@@ -141,3 +141,24 @@ def test_pickle_with_code_is_refused(tmp_path, capsys):
     with pytest.raises(PgauditError, match="--trust-pickle"):
         load_checkpoint(path)
     assert "side effect" not in capsys.readouterr().out
+
+
+def test_damaged_checkpoint_members_give_a_clear_error(tmp_path, tiny):
+    """Regression: damage inside a valid zip (missing member, flipped bytes) is not a traceback."""
+    import zipfile
+
+    path = save_checkpoint(tmp_path / "model.pt", tiny)
+    missing = tmp_path / "missing.pt"
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(missing, "w") as dst:
+        for name in src.namelist():
+            if not name.endswith("data.pkl"):
+                dst.writestr(name, src.read(name))
+    with pytest.raises(PgauditError, match="missing.pt is not a readable PyTorch file"):
+        load_checkpoint(missing)
+    flipped = tmp_path / "flipped.pt"
+    data = bytearray(path.read_bytes())
+    for i in range(5000, 6000):
+        data[i] ^= 0xFF
+    flipped.write_bytes(bytes(data))
+    with pytest.raises(PgauditError, match="flipped.pt is not a readable PyTorch file"):
+        load_checkpoint(flipped)

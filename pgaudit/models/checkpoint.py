@@ -70,7 +70,7 @@ def looks_like_torch_file(path: Path) -> bool:
 def _unsafe_globals(exc: Exception) -> str:
     """The Python names a refused pickle wanted, e.g. ``torch.nn.modules.linear.Linear``."""
     names = re.findall(r"GLOBAL ([\w.]+)", str(exc))
-    return ", ".join(dict.fromkeys(names)) or "Python objects"
+    return ", ".join(dict.fromkeys(names))
 
 
 def read_torch_file(path: str | Path, *, trust_pickle: bool = False) -> Any:
@@ -90,14 +90,22 @@ def read_torch_file(path: str | Path, *, trust_pickle: bool = False) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        wanted = _unsafe_globals(exc)
+        if not wanted and not trust_pickle:  # damaged data, or pickle features beyond tensors
+            raise PgauditError(
+                f"{path} is not a readable PyTorch file for the safe loader: it is damaged "
+                "(check that it was copied completely) or it is a pickle of Python objects "
+                "(pass --trust-pickle only if you trust its source)."
+            ) from None
         if not trust_pickle:
             raise PgauditError(
-                f"{path} holds more than tensors ({_unsafe_globals(exc)[:160]}) and loading it "
+                f"{path} holds more than tensors ({wanted[:160]}) and loading it "
                 "could run code from the file: pass --trust-pickle only if you trust its source."
             ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+    except Exception as exc:  # torch raises many types (KeyError, RuntimeError, …) on damage
+        detail = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
         raise PgauditError(
-            f"{path} is not a readable PyTorch file ({str(exc).splitlines()[0][:160]}): "
+            f"{path} is not a readable PyTorch file ({detail}): "
             "check that it was copied completely."
         ) from None
     try:
