@@ -14,6 +14,12 @@ Logits stay at grid resolution until the metrics; pixel maps are upsampled and s
 ``robust`` is the per-example worst case (AutoAttack's convention) over the clean images and every
 L∞ attack at the headline ε: per image the highest score (normal) or the lowest (anomalous), per
 pixel likewise by the ground truth.
+
+Under ``torch.distributed`` (``pgaudit attack --nproc N`` or torchrun) the batches are shared out
+round-robin (:func:`pgaudit.attacks.testset.shard_batches`; batch ``b`` and its attack seeds are
+those of a single process), each worker attacks its own, and scores, logits, masks and gallery
+images are gathered on rank 0, which alone computes the metrics, runs the sanity checks, prints
+and writes files: the results equal a single-process run's.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ from pgaudit.attacks.execute import Attacker, BatchTarget
 from pgaudit.attacks.gallery import write_gallery_item
 from pgaudit.attacks.sanity import run_sanity_checks, sanity_budget, sanity_positions
 from pgaudit.attacks.suites import AttackSpec, Suite, build_suite
-from pgaudit.attacks.testset import AuditSet, iterate_batches, prepare_test_set
+from pgaudit.attacks.testset import AuditSet, iterate_batches, prepare_test_set, shard_batches
 from pgaudit.errors import PgauditError
 from pgaudit.models.detector import (
     Detector,
@@ -53,6 +59,7 @@ from pgaudit.models.detector import (
     unfreeze,
 )
 from pgaudit.results import SCHEMA, write_results
+from pgaudit.training import distributed
 
 #: Suites that run the gradient-masking checklist (pgaudit.attacks.sanity).
 SANITY_SUITES = ("standard", "full")
@@ -201,10 +208,21 @@ class _Audit:
         self.bootstrap = bootstrap
         self.bar = bar
         self.size = int(detector.image_size)
+        self.rank, self.world = distributed.rank(), distributed.world_size()
+        shards = shard_batches(len(test), batch_size, self.rank, self.world)
+        #: the test positions this worker processes (all of them in a single process)
+        self.own = np.array([p for batch in shards for p in batch], dtype=np.int64)
+
+    @property
+    def is_main(self) -> bool:
+        """True on the worker that computes metrics and writes files (rank 0)."""
+        return self.rank == 0
 
     def batches(self) -> Iterator[tuple[slice, Tensor, Tensor, Tensor]]:
-        """``(positions, images, labels, masks)`` per batch, in test-set order, on the device."""
-        return iterate_batches(self.test, self.batch_size, self.device)
+        """``(positions, images, labels, masks)`` per batch of this worker, in test-set order."""
+        return iterate_batches(
+            self.test, self.batch_size, self.device, rank=self.rank, world_size=self.world
+        )
 
     def clean_pass(self) -> CleanPass:
         n, labels = len(self.test), self.test.labels
@@ -212,7 +230,7 @@ class _Audit:
         scores = np.empty(n, dtype=np.float32)
         logits_all: np.ndarray | None = None
         input_shape: tuple[int, ...] = (3, self.size, self.size)
-        task = self.bar.add_task("clean", total=n)
+        task = self.bar.add_task("clean", total=len(self.own))
         with torch.no_grad():
             for pos, images, _, batch_masks in self.batches():
                 logits = self.detector(images)
@@ -235,8 +253,16 @@ class _Audit:
                 self.bar.advance(task, images.shape[0])
         assert logits_all is not None
         if self.test.has_masks is None:  # generic datasets: decide from the masks themselves
-            anomalous = masks[labels == 1].reshape(int((labels == 1).sum()), -1)
-            self.test.has_masks = bool(anomalous.any(axis=1).any())
+            own = self.own[labels[self.own] == 1]
+            found = bool(masks[own].any()) if len(own) else False
+            self.test.has_masks = any(distributed.all_gather(found))
+        if self.world > 1:  # every worker needs all scores (threshold); rank 0 the rest too
+            own = self.own
+            for pos, part in distributed.all_gather((own, scores[own])):
+                scores[pos] = part
+            gathered = distributed.gather_to_main((own, logits_all[own], masks[own]))
+            for pos, part_logits, part_masks in gathered or []:
+                logits_all[pos], masks[pos] = part_logits, part_masks
         try:
             threshold: float | None = metrics.threshold_at_tpr(labels, scores)
         except metrics.UndefinedMetricError:
@@ -257,12 +283,13 @@ class _Audit:
         threshold = (
             clean.threshold if clean.threshold is not None else float(np.median(clean.scores))
         )
-        task = self.bar.add_task(spec.id, total=n)
+        task = self.bar.add_task(spec.id, total=len(self.own))
         start = time.perf_counter()
-        for b, (pos, images, labels, masks) in enumerate(self.batches()):
+        for pos, images, labels, masks in self.batches():
             grid_masks = mask_to_grid(masks, clean.grid) if self.test.has_masks else None
             target = BatchTarget(labels, grid_masks, threshold)
-            adv, logits = attacker.run(spec, images, target, batch_index=b)
+            batch_index = pos.start // self.batch_size  # the same seeds for any number of workers
+            adv, logits = attacker.run(spec, images, target, batch_index=batch_index)
             rec.logits[pos] = logits.float().cpu().numpy()
             rec.scores[pos] = image_scores(self.detector, logits).float().cpu().numpy()
             rec.measure(adv, images)
@@ -271,7 +298,23 @@ class _Audit:
                     rec.gallery_images[p] = adv[p - pos.start].cpu().numpy()
             self.bar.advance(task, images.shape[0])
         rec.seconds = time.perf_counter() - start
+        if self.world > 1:
+            self._gather_record(rec)
         return rec
+
+    def _gather_record(self, rec: AttackRecord) -> None:
+        """Collect the other workers' rows, budget use and gallery images into ``rec`` on rank 0."""
+        own = self.own
+        mine = (
+            own, rec.scores[own], rec.logits[own], rec.gallery_images,
+            (rec.max_linf, rec.max_l2, rec.out_of_range, rec.seconds),
+        )  # fmt: skip
+        for pos, scores, logits, gallery, budget in distributed.gather_to_main(mine) or []:
+            rec.scores[pos], rec.logits[pos] = scores, logits
+            rec.gallery_images.update(gallery)
+            rec.max_linf, rec.max_l2 = max(rec.max_linf, budget[0]), max(rec.max_l2, budget[1])
+            rec.out_of_range = max(rec.out_of_range, budget[2])
+            rec.seconds = max(rec.seconds, budget[3])
 
     def maps(self, logits: np.ndarray, chunk: int = 32) -> np.ndarray:
         """Pixel maps ``[N, S, S]`` (float32) from stored logits, upsampled chunk by chunk."""
@@ -337,6 +380,8 @@ def run_audit(
     items ``{"image", "label", "mask", ...}``. ``suite``: a :class:`Suite` or a suite name.
     The detector is put in eval mode with frozen weights for the run; both are restored after.
     ``model_info`` / ``data_info`` fill the ``model`` / ``data`` sections (spec, fingerprint, …).
+    Inside a ``torch.distributed`` process group the test batches are shared among the workers;
+    rank 0 returns (and writes) the results, the other ranks return ``{}``.
     """
     started, t_start = _now(), time.perf_counter()
     out_dir = Path(out_dir)
@@ -348,6 +393,14 @@ def run_audit(
         raise PgauditError(f"--batch-size {batch_size} must be at least 1.")
     torch.manual_seed(seed)
     test = prepare_test_set(category_or_dataset, image_size, max_images, seed)
+    workers, n_batches = distributed.world_size(), -(-len(test) // batch_size)
+    if workers > n_batches:
+        raise PgauditError(
+            f"--nproc {workers}: the {len(test)} test images make {n_batches} batch(es) of "
+            f"--batch-size {batch_size} but every worker needs one; use a smaller --batch-size or "
+            "fewer workers."
+        )
+    main = distributed.is_main()
     durations = {"prepare": time.perf_counter() - t_start}
 
     module = detector if isinstance(detector, nn.Module) else None
@@ -357,7 +410,7 @@ def run_audit(
         module.to(device).eval()
         flags = freeze(module)
     try:
-        with _progress(progress, console) as bar:
+        with _progress(progress and main, console) as bar:
             audit = _Audit(
                 detector, test, device=device, batch_size=batch_size, seed=seed,
                 bootstrap=bootstrap, bar=bar,
@@ -367,6 +420,8 @@ def run_audit(
         if module is not None:
             unfreeze(module, flags)
             module.train(was_training)
+    if body is None:  # a worker other than rank 0: rank 0 has the results
+        return {}
 
     durations["total"] = time.perf_counter() - t_start
     results = {
@@ -382,6 +437,7 @@ def run_audit(
             "seed": seed,
             "device": str(device),
             "batch_size": batch_size,
+            "workers": workers,
             "bootstrap": bootstrap,
             "started": started,
             "seconds": durations["total"],
@@ -400,10 +456,12 @@ def _run(
     save_maps: bool,
     gallery_size: int,
     durations: dict[str, float],
-) -> dict[str, Any]:
-    """Clean pass, attacks, metrics, files: the results sections between ``data`` and ``meta``."""
+) -> dict[str, Any] | None:
+    """Clean pass, attacks, metrics, files: the results sections between ``data`` and ``meta``
+    (``None`` on workers other than rank 0, once they have handed over their share)."""
     test, headline = audit.test, suite.headline_eps
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if audit.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
 
     t0 = time.perf_counter()
     clean = audit.clean_pass()
@@ -426,6 +484,8 @@ def _run(
         audit.attack(attacker, s, clean, keep if _is_headline(s, headline) else []) for s in specs
     ]
     durations["attacks"] = time.perf_counter() - t0
+    if not audit.is_main:
+        return None
 
     t0 = time.perf_counter()
     clean_maps = audit.maps(clean.logits) if has_masks else None

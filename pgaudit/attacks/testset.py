@@ -123,19 +123,34 @@ def prepare_test_set(
     )
 
 
+def shard_batches(n: int, batch_size: int, rank: int = 0, world_size: int = 1) -> list[range]:
+    """The test positions of each batch a worker processes, in test-set order.
+
+    Batch ``b`` always covers positions ``[b·B, (b+1)·B)``, whatever the number of workers (so the
+    per-batch attack seeds do not change); worker ``rank`` takes the batches ``b ≡ rank (mod
+    world_size)``.
+    """
+    step = batch_size * world_size
+    return [range(s, min(s + batch_size, n)) for s in range(rank * batch_size, n, step)]
+
+
 def iterate_batches(
-    test: AuditSet, batch_size: int, device: torch.device
+    test: AuditSet,
+    batch_size: int,
+    device: torch.device,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> Iterator[tuple[slice, Tensor, Tensor, Tensor]]:
-    """``(positions, images, labels, masks)`` per batch, in test-set order."""
-    loader = DataLoader(Subset(test.dataset, test.indices), batch_size=batch_size, shuffle=False)
-    start = 0
-    for item in loader:
+    """``(positions, images, labels, masks)`` per batch, in test-set order (this worker's share
+    of the batches, see :func:`shard_batches`)."""
+    batches = [list(b) for b in shard_batches(len(test), batch_size, rank, world_size)]
+    loader = DataLoader(Subset(test.dataset, test.indices), batch_sampler=batches)
+    for positions, item in zip(batches, loader, strict=True):
         images = item["image"].to(device=device, dtype=torch.float32)
-        n = images.shape[0]
         yield (
-            slice(start, start + n),
+            slice(positions[0], positions[-1] + 1),
             images,
             torch.as_tensor(item["label"]).to(device).long(),
             item["mask"].to(device=device, dtype=torch.float32),
         )
-        start += n
