@@ -92,8 +92,9 @@ PRESETS: dict[str, PatchGuardConfig] = {
         reg_blocks=(2, 4, 6),
         dsc_hidden=512,
         dsc_dropout=0.1,
+        # ~7 min of hardening on 2 idle cores (50 x 5 steps x 1.7 s measured; AUROC not yet tuned).
         train=TrainConfig(
-            epochs=30, batch_size=16, lr=5e-4, steps=3, eps_warmup_epochs=5, fapa_max_side=60
+            epochs=50, batch_size=16, lr=5e-4, steps=3, eps_warmup_epochs=3, fapa_max_side=60
         ),
     ),
     # Hybrid: pretrained EfficientNet-Lite0 stride-16 tokens -> 2 ViT blocks -> discriminator.
@@ -108,6 +109,8 @@ PRESETS: dict[str, PatchGuardConfig] = {
         dsc_hidden=512,
         dsc_dropout=0.1,
         pretrained_backbone=True,
+        # 15 epochs of PGD-3: ~5 min on 2 idle cores (3.9 s/step measured); on the synthetic widget
+        # clean AUROC 0.98/0.98, pixel AUROC under PGD-10 at 8/255 0.66 vs 0.00 clean-trained.
         train=TrainConfig(
             epochs=15, batch_size=16, lr=3e-4, steps=3, eps_warmup_epochs=3, fapa_max_side=60
         ),

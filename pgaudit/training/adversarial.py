@@ -1,0 +1,65 @@
+"""The training-time attack: PGD on the patch objective, weights frozen, fused attention path.
+
+Reuses :func:`pgaudit.attacks.native.pgd` (L∞, random start, ``x ← Π_ε(clip₀¹(x + α·sign ∇))``)
+with the localization objective of :mod:`pgaudit.attacks.objectives` (``mean(s | m=0) −
+mean(s | m=1)`` per image, summed over the batch), optionally plus ``image_score_weight`` times the
+detection objective on the top-k image score. During the attack the model is in eval mode (no
+dropout), its parameters have ``requires_grad=False`` (no parameter gradients are computed) and it
+is called without ``return_attention`` (no attention matrices are materialised).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from torch import Tensor, nn
+
+from pgaudit.attacks.native import pgd
+from pgaudit.attacks.objectives import detection_objective, localization_objective
+from pgaudit.models.detector import freeze, unfreeze
+
+
+def training_attack(
+    model: nn.Module,
+    images: Tensor,
+    grid_labels: Tensor,
+    *,
+    eps: float,
+    steps: int,
+    step_size_factor: float = 2.5,
+    image_score_weight: float = 0.0,
+    rng: np.random.RandomState | None = None,
+) -> Tensor:
+    """Adversarial versions of ``images`` (``[B,3,S,S]`` in [0,1]) against their patch labels.
+
+    ``grid_labels``: ``[B,h,w]`` patch labels (all zero for normal images); an image is anomalous
+    for the detection term when any of its patches is. ``rng`` draws the random start (pass a
+    seeded one for reproducible runs). Returns detached images in [0, 1].
+    """
+    if eps <= 0 or steps < 1:
+        return images.detach()
+    image_labels = (grid_labels.flatten(1).amax(dim=1) > 0).to(images.dtype)
+
+    def objective(x: Tensor) -> Tensor:
+        logits = model(x)
+        values = localization_objective(logits, grid_labels)
+        if image_score_weight:
+            values = values + image_score_weight * detection_objective(model, logits, image_labels)
+        return values
+
+    was_training = model.training
+    flags = freeze(model)
+    model.eval()
+    try:
+        return pgd(
+            objective,
+            images,
+            eps=eps,
+            norm="inf",
+            steps=steps,
+            step_size=step_size_factor * eps / steps,
+            random_init=True,
+            rng=rng,
+        )
+    finally:
+        unfreeze(model, flags)
+        model.train(was_training)

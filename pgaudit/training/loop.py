@@ -1,0 +1,447 @@
+"""The hardening loop: FAPA + PGD adversarial training + attention regulariser (DESIGN.md §2).
+
+:func:`harden` trains any ``nn.Module`` whose forward maps images in [0, 1] to patch logits
+``[B, h, w]``; it asks for attention (``model(x, return_attention=True)``) only when the
+regulariser is on and the model's forward accepts that keyword. Every batch contributes four
+BCE terms (clean normal, PGD normal, clean pseudo-anomalies, PGD pseudo-anomalies) computed in
+one concatenated training forward; the attacks run with frozen weights on the fused path.
+
+After every epoch the checkpoint is rewritten atomically with the optimizer/scheduler state, and a
+JSON line is appended to ``<out>.log.jsonl``; ``resume=True`` continues from that state. All
+randomness is derived from ``seed`` and the epoch/batch position, so a resumed run on the CPU
+ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from pgaudit.data.dataset import AnomalyDataset
+from pgaudit.data.records import Category
+from pgaudit.errors import PgauditError
+from pgaudit.fapa import FapaConfig
+from pgaudit.models.checkpoint import is_pgaudit_checkpoint, read_torch_file, save_checkpoint
+from pgaudit.models.presets import TrainConfig
+from pgaudit.training.adversarial import training_attack
+from pgaudit.training.batches import batch_loader, derive_seed
+from pgaudit.training.loss import attention_regulariser, four_term_bce, image_bce
+
+EpochCallback = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class HardenResult:
+    """What a hardening run did."""
+
+    model: nn.Module
+    checkpoint: Path | None
+    log: Path | None
+    epochs: int  # epochs completed in total (including resumed ones)
+    start_epoch: int  # 0 for a fresh run
+    seconds: float  # wall time of this call's epochs
+    foreground: str  # how pseudo-anomalies were placed
+    device: str
+    train_config: TrainConfig
+    history: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def final_loss(self) -> float | None:
+        return self.history[-1]["loss"] if self.history else None
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` → CUDA when available, else CPU; a clear error for an unavailable choice."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise PgauditError(f"--device {device!r} is not known: use auto, cpu or cuda.")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise PgauditError("--device cuda: no CUDA device is available here; use --device cpu.")
+    return torch.device(device)
+
+
+def log_path(out: str | Path) -> Path:
+    """The JSON-lines log next to a checkpoint: ``OUT.pt`` → ``OUT.log.jsonl``."""
+    out = Path(out)
+    return out.with_name(out.stem + ".log.jsonl")
+
+
+def supports_attention(model: nn.Module) -> bool:
+    """True when ``model(x, return_attention=True)`` is accepted."""
+    try:
+        return "return_attention" in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def describe_foreground(category: Category) -> str:
+    """Which placement FAPA uses for this category's training images."""
+    n = len(category.train)
+    with_fg = sum(s.foreground is not None for s in category.train)
+    if with_fg == n:
+        return "foreground masks"
+    if with_fg == 0:
+        return "whole image (no foreground masks)"
+    return f"foreground masks for {with_fg} of {n} images (whole image for the rest)"
+
+
+def cosine_factor(step: int, total: int, min_factor: float) -> float:
+    """Cosine annealing from 1 to ``min_factor`` over ``total`` steps."""
+    t = min(1.0, step / max(1, total))
+    return min_factor + (1 - min_factor) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def eps_at(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """The training ε at a global step: linear warm-up over ``eps_warmup_epochs``, then ``eps``."""
+    warm = config.eps_warmup_epochs * steps_per_epoch
+    if warm <= 0:
+        return config.eps
+    return config.eps * min(1.0, (step + 1) / warm)
+
+
+def _grid_of(model: nn.Module, image_size: int, device: torch.device) -> tuple[int, int]:
+    grid = getattr(model, "grid", None)
+    if grid is not None:
+        return tuple(grid)  # type: ignore[return-value]
+    with torch.no_grad():
+        out = model(torch.zeros(1, 3, image_size, image_size, device=device))
+    return tuple(out.shape[-2:])  # type: ignore[return-value]
+
+
+def train_step(
+    model: nn.Module,
+    batch: dict[str, Tensor],
+    config: TrainConfig,
+    optimizer: torch.optim.Optimizer,
+    *,
+    eps: float,
+    rng: np.random.RandomState | None,
+    reg_weights: tuple[float, ...] | None,
+    top_k: int = 3,
+) -> dict[str, float]:
+    """One update on a FAPA batch; returns the loss, its parts and timings (floats; ``*_s`` wall,
+    ``*_cpu_s`` process CPU seconds)."""
+    images, anomalies, labels = batch["images"], batch["anomalies"], batch["labels"]
+    zeros = torch.zeros_like(labels)
+    t0, c0 = time.perf_counter(), time.process_time()
+    if config.adversarial and eps > 0:
+        both = training_attack(
+            model,
+            torch.cat([images, anomalies]),
+            torch.cat([zeros, labels]),
+            eps=eps,
+            steps=config.steps,
+            step_size_factor=config.step_size_factor,
+            image_score_weight=config.image_score_weight,
+            rng=rng,
+        )
+        adv_images, adv_anomalies = both.chunk(2)
+        inputs = torch.cat([images, adv_images, anomalies, adv_anomalies])
+        targets = torch.cat([zeros, zeros, labels, labels])
+        groups = 4
+    else:
+        inputs, targets, groups = torch.cat([images, anomalies]), torch.cat([zeros, labels]), 2
+    t1, c1 = time.perf_counter(), time.process_time()
+
+    model.train()
+    if reg_weights:
+        logits, attentions = model(inputs, return_attention=True)
+        reg = attention_regulariser(attentions, reg_weights)
+    else:
+        logits, reg = model(inputs), inputs.new_zeros(())
+    bce, terms = four_term_bce(logits, targets, groups)
+    loss = bce + reg
+    img = inputs.new_zeros(())
+    if config.image_score_weight:
+        image_labels = (targets.flatten(1).amax(dim=1) > 0).to(logits.dtype)
+        img = image_bce(logits, image_labels, top_k)
+        loss = loss + config.image_score_weight * img
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if config.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(
+            [p for g in optimizer.param_groups for p in g["params"]], config.grad_clip
+        )
+    optimizer.step()
+    names = ("clean", "adv", "fapa", "fapa_adv") if groups == 4 else ("clean", "fapa")
+    parts = {f"bce_{n}": float(t.detach()) for n, t in zip(names, terms, strict=True)}
+    return {
+        "loss": float(loss.detach()),
+        "reg": float(reg.detach()),
+        "image_bce": float(img.detach()),
+        **parts,
+        "attack_s": t1 - t0,
+        "update_s": time.perf_counter() - t1,
+        "attack_cpu_s": c1 - c0,
+        "update_cpu_s": time.process_time() - c1,
+    }
+
+
+def _resume_state(out: Path) -> dict[str, Any]:
+    if not out.exists():
+        raise PgauditError(
+            f"--resume: {out} does not exist, so there is nothing to resume; "
+            "drop --resume to start a new run."
+        )
+    payload = read_torch_file(out)
+    if not is_pgaudit_checkpoint(payload) or "resume" not in payload:
+        raise PgauditError(
+            f"--resume: {out} holds no saved training state (the run finished or it was not "
+            "written by harden); drop --resume to start a new run, or pick another --out."
+        )
+    return payload
+
+
+def _progress(enabled: bool):
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.3f}  ε {task.fields[eps]:.4f}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        disable=not enabled,
+        transient=False,
+    )
+
+
+def harden(
+    model: nn.Module,
+    category: Category,
+    train_config: TrainConfig,
+    *,
+    out: str | Path | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    resume: bool = False,
+    num_workers: int = 0,
+    progress: bool = False,
+    on_epoch: EpochCallback | None = None,
+) -> HardenResult:
+    """Harden ``model`` on the normal training images of ``category``; returns a :class:`HardenResult`.
+
+    ``out``: checkpoint path (rewritten after every epoch; ``None``: keep in memory, no log).
+    ``resume``: continue from the state saved in ``out`` (its training settings win over
+    ``train_config``). ``on_epoch`` is called with each epoch's log record after it is saved.
+    """
+    config = train_config
+    dev = resolve_device(device)
+    out_path = Path(out) if out is not None else None
+    if resume and out_path is None:
+        raise PgauditError("--resume needs --out: the checkpoint to continue from.")
+    if not category.train:
+        raise PgauditError(
+            f"{category.root}: no training images; put normal images in train/good/."
+        )
+    if config.epochs < 1 or config.batch_size < 1 or config.lr <= 0:
+        raise PgauditError("--epochs, --batch-size and --lr must be positive.")
+    if config.adversarial and config.steps < 1:
+        raise PgauditError("--steps must be at least 1 for adversarial training (or use --clean).")
+
+    notes: list[str] = []
+    payload = _resume_state(out_path) if resume else None  # type: ignore[arg-type]
+    if payload is not None:
+        saved = payload["resume"]
+        known = {f.name for f in fields(TrainConfig)}
+        saved_config = TrainConfig(**{k: v for k, v in saved["train"].items() if k in known})
+        changed = [f for f in known if getattr(saved_config, f) != getattr(config, f)]
+        if changed:
+            notes.append(f"resumed with the saved settings (ignored: {', '.join(sorted(changed))})")
+        config = saved_config
+        try:
+            model.load_state_dict(payload["state_dict"])
+        except RuntimeError:
+            raise PgauditError(
+                f"--resume: {out_path} was written for another model; pass the same MODEL or "
+                "drop --resume."
+            ) from None
+
+    model.to(dev)
+    if hasattr(model, "config"):  # record the recipe actually used in the checkpoint
+        model.config = replace(model.config, train=config)
+    image_size = int(model.image_size)
+    grid = _grid_of(model, image_size, dev)
+    reg_blocks = getattr(getattr(model, "config", None), "reg_weights", None)
+    reg_weights = (
+        tuple(reg_blocks)
+        if config.regularise and reg_blocks and supports_attention(model)
+        else None
+    )
+    if config.regularise and reg_weights is None:
+        notes.append("attention regulariser off: the model does not return attention")
+    top_k = int(getattr(model, "top_k", 3))
+
+    dataset = AnomalyDataset(category.train, image_size, cache=True)
+    fapa = FapaConfig(min_side=config.fapa_min_side, max_side=config.fapa_max_side)
+    loader, sampler = batch_loader(
+        dataset,
+        grid,
+        fapa,
+        batch_size=config.batch_size,
+        seed=seed,
+        jitter_strength=config.jitter,
+        num_workers=num_workers,
+    )
+    steps_per_epoch = len(sampler)
+    total_steps = config.epochs * steps_per_epoch
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: cosine_factor(s, total_steps, config.lr_min_factor)
+    )
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    if payload is not None:
+        saved = payload["resume"]
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        history = list(saved.get("history", []))
+        start_epoch = int(saved["epoch"])
+        seed = int(saved.get("seed", seed))
+    log = log_path(out_path) if out_path is not None else None
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text("".join(json.dumps(rec) + "\n" for rec in history))
+
+    foreground = describe_foreground(category)
+    started = time.perf_counter()
+    with _progress(progress) as bar:
+        task = bar.add_task(
+            "harden",
+            total=(config.epochs - start_epoch) * steps_per_epoch,
+            loss=float("nan"),
+            eps=0.0,
+        )
+        for epoch in range(start_epoch, config.epochs):
+            torch.manual_seed(derive_seed(seed, epoch, 3))
+            sampler.set_epoch(epoch)
+            t_epoch, c_epoch = time.perf_counter(), time.process_time()
+            sums: dict[str, float] = {}
+            n_images = 0
+            eps = 0.0
+            fetch_s = 0.0
+            t_fetch = time.perf_counter()
+            for index, batch in enumerate(loader):
+                fetch_s += time.perf_counter() - t_fetch
+                batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
+                step = epoch * steps_per_epoch + index
+                eps = eps_at(config, step, steps_per_epoch)
+                rng = np.random.RandomState(derive_seed(seed, epoch, index, 4) % 2**32)
+                parts = train_step(
+                    model,
+                    batch,
+                    config,
+                    optimizer,
+                    eps=eps,
+                    rng=rng,
+                    reg_weights=reg_weights,
+                    top_k=top_k,
+                )
+                scheduler.step()
+                for key, value in parts.items():
+                    sums[key] = sums.get(key, 0.0) + value
+                n_images += batch["images"].shape[0]
+                bar.update(
+                    task,
+                    advance=1,
+                    loss=parts["loss"],
+                    eps=eps,
+                    description=f"epoch {epoch + 1}/{config.epochs}",
+                )
+                t_fetch = time.perf_counter()
+            seconds = time.perf_counter() - t_epoch
+            record: dict[str, Any] = {
+                "epoch": epoch + 1,
+                **{k: v / steps_per_epoch for k, v in sums.items() if not k.endswith("_s")},
+                "lr": optimizer.param_groups[0]["lr"],
+                "eps": eps,
+                "seconds": seconds,
+                "cpu_s": time.process_time() - c_epoch,
+                "images_per_s": n_images / max(seconds, 1e-9),
+                "data_s": fetch_s,
+                "attack_s": sums.get("attack_s", 0.0),
+                "update_s": sums.get("update_s", 0.0),
+            }
+            history.append(record)
+            if out_path is not None:
+                last = epoch + 1 == config.epochs
+                resume_state = (
+                    None
+                    if last
+                    else {
+                        "epoch": epoch + 1,
+                        "seed": seed,
+                        "train": asdict(config),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "torch_rng": torch.get_rng_state(),
+                        "history": history,
+                    }
+                )
+                save_checkpoint(
+                    out_path,
+                    model,
+                    training=_summary(config, history, seed, foreground, category),
+                    resume_state=resume_state,
+                )
+                with log.open("a") as handle:  # type: ignore[union-attr]
+                    handle.write(json.dumps(record) + "\n")
+            if on_epoch is not None:
+                on_epoch(record)
+    model.eval()
+    return HardenResult(
+        model=model,
+        checkpoint=out_path,
+        log=log,
+        epochs=config.epochs,
+        start_epoch=start_epoch,
+        seconds=time.perf_counter() - started,
+        foreground=foreground,
+        device=str(dev),
+        train_config=config,
+        history=history,
+        notes=notes,
+    )
+
+
+def _summary(
+    config: TrainConfig,
+    history: list[dict[str, Any]],
+    seed: int,
+    foreground: str,
+    category: Category,
+) -> dict[str, Any]:
+    """The ``training`` block of the checkpoint: recipe, data, progress."""
+    return {
+        "recipe": asdict(config),
+        "seed": seed,
+        "category": category.name,
+        "data": str(category.root),
+        "train_images": len(category.train),
+        "foreground": foreground,
+        "epochs_done": len(history),
+        "final_loss": history[-1]["loss"] if history else None,
+        "seconds": sum(r["seconds"] for r in history),
+    }

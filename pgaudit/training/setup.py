@@ -1,0 +1,82 @@
+"""The model a hardening run starts from: a MODEL spec (checkpoint path or ``patchguard``) → module.
+
+Kept apart from the loop so a general resolver (``pgaudit.models.resolve``) can replace
+:func:`trainable_model` without touching :func:`pgaudit.training.loop.harden`, which accepts any
+``nn.Module`` with patch logits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pgaudit.errors import PgauditError
+from pgaudit.models.checkpoint import load_checkpoint, read_torch_file
+from pgaudit.models.patchguard import PatchGuard
+from pgaudit.models.presets import PatchGuardConfig, TrainConfig, get_preset
+from pgaudit.training.backbone_weights import load_backbone_weights, load_hub_weights
+
+FRESH_SPECS = ("patchguard",)
+
+
+@dataclass
+class StartingModel:
+    """A model ready to train, the training recipe its preset/checkpoint recommends, and notes."""
+
+    model: nn.Module
+    train: TrainConfig
+    source: str
+    notes: list[str] = field(default_factory=list)
+
+
+def trainable_model(
+    spec: str,
+    *,
+    preset: str | None = None,
+    seed: int = 0,
+    backbone_weights: str | Path | None = None,
+    pretrained: bool = False,
+) -> StartingModel:
+    """Build the model named by ``spec``: ``patchguard`` (fresh, from ``preset``) or a checkpoint."""
+    notes: list[str] = []
+    if spec.lower() in FRESH_SPECS:
+        config: PatchGuardConfig = get_preset(preset or "tiny")
+        torch.manual_seed(seed)
+        model = PatchGuard(config)
+        source = f"fresh PatchGuard, preset {config.name}"
+    else:
+        path = Path(spec)
+        if not path.exists():
+            raise PgauditError(
+                f"MODEL {spec!r} is neither a file nor one of {', '.join(FRESH_SPECS)}: pass a "
+                "checkpoint path, or `patchguard` with --preset."
+            )
+        model, _ = load_checkpoint(path)
+        config = model.config
+        source = f"checkpoint {path} (preset {config.name})"
+        if preset is not None and preset != config.name:
+            notes.append(f"--preset {preset} ignored: the architecture comes from {path}")
+    if backbone_weights is not None and pretrained:
+        raise PgauditError("--pretrained and --backbone-weights exclude each other: pass one.")
+    if backbone_weights is not None:
+        notes += load_backbone_weights(model, backbone_weights)
+        notes.append(f"backbone weights from {backbone_weights}")
+    if pretrained:
+        load_hub_weights(model, config.backbone)
+        notes.append(f"backbone weights from the hub ({config.backbone})")
+    return StartingModel(model=model.train(), train=config.train, source=source, notes=notes)
+
+
+def resumed_model(out: str | Path) -> nn.Module:
+    """The model stored in an interrupted run's checkpoint ``out`` (weights loaded by ``harden``)."""
+    from pgaudit.models.checkpoint import is_pgaudit_checkpoint, model_from_payload
+
+    payload = read_torch_file(out)
+    if not is_pgaudit_checkpoint(payload):
+        raise PgauditError(
+            f"--resume: {out} is not a pgaudit checkpoint; drop --resume or pick another --out."
+        )
+    return model_from_payload(payload, out)

@@ -1,0 +1,210 @@
+"""The hardening loop: attack hygiene, loss decrease, resume, robustness gain, CLI."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pgaudit.data.layouts import open_category
+from pgaudit.data.records import Category, Sample
+from pgaudit.data.synth import make_synthetic_dataset
+from pgaudit.errors import PgauditError
+from pgaudit.models.checkpoint import load_checkpoint
+from pgaudit.models.patchguard import PatchGuard
+from pgaudit.models.presets import PatchGuardConfig, TrainConfig
+from pgaudit.training.adversarial import training_attack
+from pgaudit.training.batches import BatchSpec, PseudoAnomalyBatches
+from pgaudit.training.loop import describe_foreground, harden, log_path, train_step
+
+# A reduced PatchGuard (64 px, 8x8 patches of 8 px, 3 blocks): the real pipeline, small sizes.
+SMALL = PatchGuardConfig(
+    name="test-small",
+    backbone="vit_tiny_patch16_224",
+    backbone_kwargs=dict(patch_size=8, embed_dim=64, depth=3, num_heads=2, mlp_ratio=2.0),
+    image_size=64,
+    feature_blocks=(3,),
+    reg_blocks=(1, 2, 3),
+    dsc_heads=2,
+    dsc_hidden=128,
+    dsc_dropout=0.0,
+)
+RECIPE = TrainConfig(
+    epochs=3, batch_size=8, lr=1e-3, steps=1, eps_warmup_epochs=0, fapa_max_side=60
+)
+
+
+@pytest.fixture(scope="module")
+def widget(tmp_path_factory) -> Category:
+    root = tmp_path_factory.mktemp("synth")
+    make_synthetic_dataset(root, size=64, n_train=24, n_test=20, categories=("widget",))
+    return open_category(root / "widget")
+
+
+def _model(seed: int = 0) -> PatchGuard:
+    torch.manual_seed(seed)
+    return PatchGuard(SMALL)
+
+
+def _batch(category: Category) -> dict[str, torch.Tensor]:
+    from pgaudit.data.dataset import AnomalyDataset
+    from pgaudit.fapa import FapaConfig
+
+    data = AnomalyDataset(category.train[:8], SMALL.image_size)
+    maker = PseudoAnomalyBatches(
+        data, (8, 8), FapaConfig(max_side=60), seed=0, jitter_strength=0.05
+    )
+    return maker[BatchSpec(epoch=0, index=0, items=tuple(range(8)))]
+
+
+def test_attack_freezes_weights_and_never_captures_attention(widget, monkeypatch) -> None:
+    import pgaudit.models.backbones as backbones
+
+    calls = {"n": 0}
+    original = backbones.block_with_attention
+
+    def counting(block, x):
+        calls["n"] += 1
+        return original(block, x)
+
+    monkeypatch.setattr(backbones, "block_with_attention", counting)
+    model = _model().train()
+    batch = _batch(widget)
+    adv = training_attack(model, batch["anomalies"], batch["labels"], eps=8 / 255, steps=2,
+                          image_score_weight=0.5, rng=np.random.RandomState(0))  # fmt: skip
+    assert calls["n"] == 0
+    assert all(p.grad is None for p in model.parameters())
+    assert all(p.requires_grad for p in model.parameters())
+    assert model.training
+    assert (adv - batch["anomalies"]).abs().max() <= 8 / 255 + 1e-6
+    assert adv.min() >= 0 and adv.max() <= 1
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    train_step(model, batch, replace(RECIPE, steps=2), optimizer, eps=8 / 255,
+               rng=np.random.RandomState(0), reg_weights=SMALL.reg_weights)  # fmt: skip
+    assert calls["n"] == len(SMALL.reg_blocks)  # only the one training forward captures
+
+
+def test_a_few_steps_on_one_batch_drive_the_loss_down(widget) -> None:
+    model = _model()
+    batch = _batch(widget)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    losses = [
+        train_step(
+            model,
+            batch,
+            RECIPE,
+            optimizer,
+            eps=4 / 255,
+            rng=np.random.RandomState(i),
+            reg_weights=SMALL.reg_weights,
+        )["loss"]  # fmt: skip
+        for i in range(8)
+    ]
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_resume_after_interruption_gives_the_same_weights(widget, tmp_path) -> None:
+    data = replace(widget, train=widget.train[:8])
+    recipe = replace(RECIPE, batch_size=4)
+    straight = harden(_model(), data, recipe, out=tmp_path / "a.pt", seed=3, device="cpu")
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_two(record: dict) -> None:
+        if record["epoch"] == 2:
+            raise Killed
+
+    with pytest.raises(Killed):
+        harden(_model(), data, recipe, out=tmp_path / "b.pt", seed=3, device="cpu",
+               on_epoch=kill_after_two)  # fmt: skip
+    resumed = harden(_model(seed=99), data, replace(recipe, lr=0.5), out=tmp_path / "b.pt",
+                     seed=3, device="cpu", resume=True)  # fmt: skip
+    assert resumed.start_epoch == 2 and resumed.train_config == recipe
+    a, _ = load_checkpoint(tmp_path / "a.pt")
+    b, meta = load_checkpoint(tmp_path / "b.pt")
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(x, y), name
+    assert [r["loss"] for r in resumed.history] == [r["loss"] for r in straight.history]
+    lines = log_path(tmp_path / "b.pt").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
+    assert meta["training"]["epochs_done"] == 3
+    with pytest.raises(PgauditError, match="no saved training state"):
+        harden(_model(), data, recipe, out=tmp_path / "b.pt", device="cpu", resume=True)
+    with pytest.raises(PgauditError, match="nothing to resume"):
+        harden(_model(), data, RECIPE, out=tmp_path / "none.pt", device="cpu", resume=True)
+
+
+def test_hardening_beats_clean_training_under_pgd(widget) -> None:
+    """Small budget (about a minute on 2 cores): robust pixel AUROC, hardened > clean-trained."""
+    from pgaudit.training.evaluate import robustness
+
+    recipe = replace(RECIPE, epochs=10, steps=2)
+    robust = {}
+    for adversarial in (False, True):
+        result = harden(_model(), widget, replace(recipe, adversarial=adversarial), seed=0,
+                        device="cpu")  # fmt: skip
+        metrics = robustness(result.model, widget.test, eps_list=(8 / 255,), steps=10,
+                             objectives=("localization",))  # fmt: skip
+        robust[adversarial] = metrics[f"{8 / 255:.6f}"]["pixel_auroc"]
+    assert robust[True] > robust[False] + 0.02, robust
+
+
+def test_foreground_description() -> None:
+    root = Path("/nonexistent")
+    with_fg = Sample(root / "a.png", 0, "good", foreground=root / "a_fg.png")
+    without = Sample(root / "b.png", 0, "good")
+    assert describe_foreground(Category("x", root, "mvtec", train=[with_fg])) == "foreground masks"
+    assert "no foreground" in describe_foreground(Category("x", root, "mvtec", train=[without]))
+    assert "1 of 2" in describe_foreground(Category("x", root, "mvtec", train=[with_fg, without]))
+
+
+def test_batches_are_deterministic_and_labelled(widget) -> None:
+    first, again = _batch(widget), _batch(widget)
+    for key in first:
+        assert torch.equal(first[key], again[key]), key
+    assert first["labels"].shape == (8, 8, 8)
+    assert (first["labels"].flatten(1).amax(dim=1) == 1).all()  # every pseudo-anomaly is labelled
+
+
+def test_cli_train_clean_and_errors(widget, run_cli, tmp_path, monkeypatch) -> None:
+    out = tmp_path / "m.pt"
+    res = run_cli("train", widget.root, "--out", out, "--epochs", "1", "--clean", "--batch-size",
+                  "24", "--device", "cpu", "--workers", "0")  # fmt: skip
+    assert res.exit_code == 0, res.stderr
+    assert "foreground masks" in res.stdout and out.is_file()
+    assert log_path(out).read_text().count("\n") == 1
+    res = run_cli("harden", out, widget.root, "--out", tmp_path / "h.pt", "--resume")
+    assert res.exit_code == 2 and "nothing to resume" in res.stderr
+    res = run_cli("harden", "patchguard", widget.root, "--eps", "eight")
+    assert res.exit_code == 2 and "--eps" in res.stderr
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    res = run_cli("harden", "patchguard", widget.root, "--pretrained", "--out", tmp_path / "p.pt")
+    assert res.exit_code == 2 and "--backbone-weights" in res.stderr
+    res = run_cli("harden", "nothing.pt", widget.root)
+    assert res.exit_code == 2 and "nothing.pt" in res.stderr
+
+
+def test_backbone_weights_load_with_resampling_and_refuse_mismatch(tmp_path) -> None:
+    import timm
+
+    from pgaudit.training.backbone_weights import load_backbone_weights
+
+    source = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0,
+                               img_size=32, **SMALL.backbone_kwargs)  # fmt: skip
+    torch.save({"state_dict": source.state_dict()}, tmp_path / "vit.pth")
+    model = _model()
+    notes = load_backbone_weights(model, tmp_path / "vit.pth")
+    assert any("pos_embed" in n for n in notes)
+    got = model.feature_extractor.pretrained_model.blocks[0].attn.qkv.weight
+    assert torch.equal(got, source.blocks[0].attn.qkv.weight)
+    wider = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0,
+                              img_size=64, **{**SMALL.backbone_kwargs, "embed_dim": 96})  # fmt: skip
+    torch.save(wider.state_dict(), tmp_path / "wide.pth")
+    with pytest.raises(PgauditError, match="wide.pth"):
+        load_backbone_weights(model, tmp_path / "wide.pth")
