@@ -156,6 +156,10 @@ def masks(
 # --- train / harden ---
 
 _PRESET_HELP = "Model preset for a fresh PatchGuard: tiny | lite | small | paper (default tiny)."
+_NPROC_HELP = (
+    "Training processes on this machine, each with an equal share of every batch "
+    "(torch.distributed; one GPU each on CUDA). Across machines: torchrun -m pgaudit …."
+)
 
 
 def _harden_command(
@@ -178,66 +182,83 @@ def _harden_command(
     workers: int,
     backbone_weights: Path | None,
     pretrained: bool,
+    nproc: int = 1,
 ) -> None:
     """Shared body of `train` and `harden`: build the model, run the loop, print a summary."""
     from dataclasses import replace
 
     from pgaudit.attacks.eps import eps_label, parse_eps
     from pgaudit.data.layouts import open_category
+    from pgaudit.training import distributed
     from pgaudit.training.loop import harden
     from pgaudit.training.setup import resumed_model, trainable_model
 
+    distributed.check_launch(nproc, device)
+    if nproc > 1 and batch_size is not None and batch_size % nproc:
+        raise PgauditError(
+            f"--batch-size {batch_size} cannot be split evenly among --nproc {nproc} training "
+            f"processes; use a multiple of {nproc}."
+        )
     cat = open_category(data, category)
-    start = trainable_model(
-        spec, preset=preset, seed=seed, backbone_weights=backbone_weights, pretrained=pretrained
-    )
-    model = resumed_model(out) if resume and out.is_file() else start.model
-    changes = dict(epochs=epochs, batch_size=batch_size, lr=lr, steps=steps)
-    if eps is not None:
-        changes["eps"] = parse_eps(eps)
-    if clean:
-        changes["adversarial"] = False
-    if no_reg:
-        changes["regularise"] = False
-    recipe = replace(start.train, **{k: v for k, v in changes.items() if v is not None})
-    mode = "clean (no adversarial terms)" if not recipe.adversarial else (
-        f"adversarial, PGD-{recipe.steps} at ε={eps_label(recipe.eps)}"
-    )
-    console.print(f"model: {start.source}", highlight=False, soft_wrap=True)
-    console.print(
-        f"data: {cat.name} ({len(cat.train)} training images) at {cat.root}",
-        highlight=False,
-        soft_wrap=True,
-    )
-    console.print(
-        f"recipe: {mode}, {recipe.epochs} epochs, batch {recipe.batch_size}, lr {recipe.lr:g}, "
-        f"attention regulariser {'on' if recipe.regularise else 'off'}",
-        highlight=False,
-        soft_wrap=True,
-    )
-    for note in start.notes:
-        console.print(f"note: {note}", highlight=False, soft_wrap=True)
-    result = harden(
-        model,
-        cat,
-        recipe,
-        out=out,
-        seed=seed,
-        device=device,
-        resume=resume,
-        num_workers=workers,
-        progress=True,
-    )
-    console.print(f"pseudo-anomaly placement: {result.foreground}", highlight=False)
-    for note in result.notes:
-        console.print(f"note: {note}", highlight=False, soft_wrap=True)
-    resumed = f" (resumed at epoch {result.start_epoch})" if result.start_epoch else ""
-    loss = result.final_loss
-    console.print(
-        f"[green]saved[/] {escape(str(out))}: {result.epochs} epochs{resumed} on {result.device} "
-        f"in {result.seconds / 60:.1f} min, final loss {loss:.3f}; log {escape(str(result.log))}",
-        soft_wrap=True,
-    )
+    if nproc > 1:  # start the workers: each runs this command without --nproc
+        distributed.launch(distributed.without_option(sys.argv[1:], "--nproc"), nproc)
+        return
+    with distributed.worker_session(device) as device_used:
+        show = console if distributed.is_main() else Console(quiet=True)
+        start = trainable_model(
+            spec, preset=preset, seed=seed, backbone_weights=backbone_weights, pretrained=pretrained
+        )
+        model = resumed_model(out) if resume and out.is_file() else start.model
+        changes = dict(epochs=epochs, batch_size=batch_size, lr=lr, steps=steps)
+        if eps is not None:
+            changes["eps"] = parse_eps(eps)
+        if clean:
+            changes["adversarial"] = False
+        if no_reg:
+            changes["regularise"] = False
+        recipe = replace(start.train, **{k: v for k, v in changes.items() if v is not None})
+        mode = (
+            "clean (no adversarial terms)"
+            if not recipe.adversarial
+            else f"adversarial, PGD-{recipe.steps} at ε={eps_label(recipe.eps)}"
+        )
+        show.print(f"model: {start.source}", highlight=False, soft_wrap=True)
+        show.print(
+            f"data: {cat.name} ({len(cat.train)} training images) at {cat.root}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        show.print(
+            f"recipe: {mode}, {recipe.epochs} epochs, batch {recipe.batch_size}, lr {recipe.lr:g}, "
+            f"attention regulariser {'on' if recipe.regularise else 'off'}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        for note in start.notes:
+            show.print(f"note: {note}", highlight=False, soft_wrap=True)
+        result = harden(
+            model,
+            cat,
+            recipe,
+            out=out,
+            seed=seed,
+            device=str(device_used),
+            resume=resume,
+            num_workers=workers,
+            progress=True,
+        )
+        show.print(f"pseudo-anomaly placement: {result.foreground}", highlight=False)
+        for note in result.notes:
+            show.print(f"note: {note}", highlight=False, soft_wrap=True)
+        resumed = f" (resumed at epoch {result.start_epoch})" if result.start_epoch else ""
+        on = result.device + (f" x {result.workers} processes" if result.workers > 1 else "")
+        loss = result.final_loss
+        show.print(
+            f"[green]saved[/] {escape(str(out))}: {result.epochs} epochs{resumed} on {on} "
+            f"in {result.seconds / 60:.1f} min, final loss {loss:.3f}; "
+            f"log {escape(str(result.log))}",
+            soft_wrap=True,
+        )
 
 
 @app.command("harden")
@@ -264,13 +285,14 @@ def harden_cmd(
     pretrained: bool = typer.Option(
         False, "--pretrained", help="Hub weights for the backbone (needs the internet)."
     ),
+    nproc: int = typer.Option(1, "--nproc", help=_NPROC_HELP),
 ) -> None:
     """Harden a detector with FAPA + PGD adversarial training (PatchGuard recipe)."""
     _harden_command(
         model, data, out=out, category=category, preset=preset, epochs=epochs,
         batch_size=batch_size, lr=lr, eps=eps, steps=steps, clean=clean, no_reg=no_reg,
         seed=seed, device=device, resume=resume, workers=workers,
-        backbone_weights=backbone_weights, pretrained=pretrained,
+        backbone_weights=backbone_weights, pretrained=pretrained, nproc=nproc,
     )  # fmt: skip
 
 
@@ -297,13 +319,14 @@ def train_cmd(
     pretrained: bool = typer.Option(
         False, "--pretrained", help="Hub weights for the backbone (needs the internet)."
     ),
+    nproc: int = typer.Option(1, "--nproc", help=_NPROC_HELP),
 ) -> None:
     """Train a fresh PatchGuard (= `harden patchguard DATA`)."""
     _harden_command(
         "patchguard", data, out=out, category=category, preset=preset, epochs=epochs,
         batch_size=batch_size, lr=lr, eps=eps, steps=steps, clean=clean, no_reg=no_reg,
         seed=seed, device=device, resume=resume, workers=workers,
-        backbone_weights=backbone_weights, pretrained=pretrained,
+        backbone_weights=backbone_weights, pretrained=pretrained, nproc=nproc,
     )  # fmt: skip
 
 

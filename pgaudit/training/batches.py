@@ -1,14 +1,16 @@
 """Training batches: normal images + their foreground-aware pseudo-anomalies, built in workers.
 
-Each DataLoader item is a whole batch. Its randomness (jitter, FAPA) comes from a NumPy generator
-seeded by ``(seed, epoch, batch index)``, and the shuffling from a torch generator seeded by
-``(seed, epoch)``: the batches do not depend on the number of workers and an interrupted run
+Each DataLoader item is a whole batch. The shuffling comes from a torch generator seeded by
+``(seed, epoch)``; each image's randomness (jitter, FAPA, the PGD start) from its own generator
+seeded by ``(seed, epoch, batch index, position in the batch)``. So the batches depend neither on
+the number of DataLoader workers nor on the number of training processes (with N processes,
+:class:`EpochBatches` gives each its equal share of every global batch), and an interrupted run
 resumed at epoch ``k`` sees exactly the batches it would have seen.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,18 +30,75 @@ def derive_seed(*parts: int) -> int:
 
 @dataclass(frozen=True)
 class BatchSpec:
-    """Which images make one batch, and where its randomness comes from."""
+    """Which images make one batch (or this process's share of it), and where its randomness
+    comes from: ``items[k]`` is at position ``offset + k`` of global batch ``index``."""
 
     epoch: int
     index: int
     items: tuple[int, ...]
+    offset: int = 0
+
+
+def image_seeds(
+    seed: int, epoch: int, index: int, positions: Iterable[int], stream: int
+) -> list[int]:
+    """One seed per image, from its position in global batch ``index`` (not from the process)."""
+    return [derive_seed(seed, epoch, index, position, stream) for position in positions]
+
+
+class PerImageRandomState(np.random.RandomState):
+    """A ``RandomState`` whose ``uniform`` / ``standard_normal`` draws of shape ``(n, ...)`` take
+    row ``i`` from its own seed: PGD's random start per image, independent of the batch split."""
+
+    def __init__(self, seeds: Sequence[int]) -> None:
+        super().__init__()
+        self.seeds = [int(s) % 2**32 for s in seeds]
+
+    def _rest(self, size: int | Sequence[int] | None) -> tuple[int, ...]:
+        shape = (size,) if isinstance(size, int) else tuple(size or ())
+        if not shape or shape[0] != len(self.seeds):
+            raise ValueError(f"draws must have {len(self.seeds)} rows, asked for {shape}")
+        return shape[1:]
+
+    def uniform(  # type: ignore[override]
+        self, low: float = 0.0, high: float = 1.0, size: int | Sequence[int] | None = None
+    ) -> np.ndarray:
+        rest = self._rest(size)
+        return np.stack([np.random.RandomState(s).uniform(low, high, rest) for s in self.seeds])
+
+    def standard_normal(  # type: ignore[override]
+        self, size: int | Sequence[int] | None = None
+    ) -> np.ndarray:
+        rest = self._rest(size)
+        return np.stack([np.random.RandomState(s).standard_normal(rest) for s in self.seeds])
 
 
 class EpochBatches(Sampler[BatchSpec]):
-    """Shuffled batches of an epoch (the last short batch dropped when there is more than one)."""
+    """Shuffled batches of an epoch (the last short batch dropped when there is more than one).
 
-    def __init__(self, n: int, batch_size: int, seed: int, epoch: int = 0) -> None:
+    With ``world_size`` > 1, process ``rank`` gets the ``rank``-th of ``world_size`` equal
+    contiguous shares of every batch (the batch size must be a multiple of ``world_size``).
+    """
+
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        seed: int,
+        epoch: int = 0,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
         self.n, self.batch_size, self.seed, self.epoch = n, max(1, batch_size), seed, epoch
+        self.rank, self.world_size = rank, world_size
+        if self.global_size % world_size:
+            raise ValueError(f"batch size {self.global_size} is not a multiple of {world_size}")
+
+    @property
+    def global_size(self) -> int:
+        """Images per global batch (all processes together)."""
+        return min(self.batch_size, self.n)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -50,9 +109,12 @@ class EpochBatches(Sampler[BatchSpec]):
     def __iter__(self) -> Iterator[BatchSpec]:
         gen = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, 1))
         order = torch.randperm(self.n, generator=gen).tolist()
-        size = min(self.batch_size, self.n)
+        size = self.global_size
+        share = size // self.world_size
+        first = self.rank * share
         for index in range(len(self)):
-            yield BatchSpec(self.epoch, index, tuple(order[index * size : (index + 1) * size]))
+            items = order[index * size + first : index * size + first + share]
+            yield BatchSpec(self.epoch, index, tuple(items), offset=first)
 
 
 def jitter(images: Tensor, strength: float, rng: np.random.Generator) -> Tensor:
@@ -98,12 +160,16 @@ class PseudoAnomalyBatches(Dataset):
         return len(self.dataset)  # type: ignore[arg-type]
 
     def __getitem__(self, spec: BatchSpec) -> dict[str, Tensor]:
-        items = [self.dataset[i] for i in spec.items]
-        images = torch.stack([it["image"] for it in items]).float()
-        foreground = torch.stack([it["foreground"] for it in items]).float()
-        rng = np.random.default_rng(derive_seed(self.seed, spec.epoch, spec.index, 2))
-        images = jitter(images, self.jitter_strength, rng)
-        anomalies, masks = make_pseudo_anomalies(images, foreground, rng, self.fapa)
+        parts: list[tuple[Tensor, Tensor, Tensor]] = []
+        positions = range(spec.offset, spec.offset + len(spec.items))
+        seeds = image_seeds(self.seed, spec.epoch, spec.index, positions, 2)
+        for i, seed in zip(spec.items, seeds, strict=True):
+            item = self.dataset[i]
+            rng = np.random.default_rng(seed)
+            image = jitter(item["image"][None].float(), self.jitter_strength, rng)
+            foreground = item["foreground"][None].float()
+            parts.append((image, *make_pseudo_anomalies(image, foreground, rng, self.fapa)))
+        images, anomalies, masks = (torch.cat(column) for column in zip(*parts, strict=True))
         return {
             "images": images,
             "anomalies": anomalies,
@@ -125,9 +191,13 @@ def batch_loader(
     seed: int,
     jitter_strength: float,
     num_workers: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> tuple[DataLoader, EpochBatches]:
-    """A DataLoader of FAPA training batches and its sampler (call ``sampler.set_epoch(e)``)."""
-    sampler = EpochBatches(len(dataset), batch_size, seed)  # type: ignore[arg-type]
+    """A DataLoader of FAPA training batches and its sampler (call ``sampler.set_epoch(e)``);
+    with ``world_size`` > 1, of this process's share of every batch."""
+    size = len(dataset)  # type: ignore[arg-type]
+    sampler = EpochBatches(size, batch_size, seed, rank=rank, world_size=world_size)
     loader = DataLoader(
         PseudoAnomalyBatches(dataset, grid, fapa, seed, jitter_strength),
         sampler=sampler,

@@ -10,6 +10,12 @@ After every epoch the checkpoint is rewritten atomically with the optimizer/sche
 JSON line is appended to ``<out>.log.jsonl``; ``resume=True`` continues from that state. All
 randomness is derived from ``seed`` and the epoch/batch position, so a resumed run on the CPU
 ends with the same weights as an uninterrupted one.
+
+Inside a ``torch.distributed`` process group (``pgaudit harden --nproc N``, torchrun) the model is
+wrapped in DistributedDataParallel and every process trains on its equal share of each global
+batch (the training attack runs on the share, with the unwrapped model); the gradients are
+averaged, so N processes with batch B make the updates of one process with batch B, up to float
+rounding (dropout masks aside). Rank 0 alone shows progress and writes the checkpoint and log.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
 from pgaudit.data.dataset import AnomalyDataset
 from pgaudit.data.records import Category
@@ -33,8 +40,9 @@ from pgaudit.errors import PgauditError
 from pgaudit.fapa import FapaConfig
 from pgaudit.models.checkpoint import is_pgaudit_checkpoint, read_torch_file, save_checkpoint
 from pgaudit.models.presets import TrainConfig
+from pgaudit.training import distributed
 from pgaudit.training.adversarial import training_attack
-from pgaudit.training.batches import batch_loader, derive_seed
+from pgaudit.training.batches import PerImageRandomState, batch_loader, derive_seed, image_seeds
 from pgaudit.training.loss import attention_regulariser, four_term_bce, image_bce
 
 EpochCallback = Callable[[dict[str, Any]], None]
@@ -55,6 +63,7 @@ class HardenResult:
     train_config: TrainConfig
     history: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    workers: int = 1  # training processes (torch.distributed world size)
 
     @property
     def final_loss(self) -> float | None:
@@ -130,6 +139,7 @@ def train_step(
     rng: np.random.RandomState | None,
     reg_weights: tuple[float, ...] | None,
     top_k: int = 3,
+    attacked: nn.Module | None = None,  # what PGD differentiates (default model; DDP: .module)
 ) -> dict[str, float]:
     """One update on a FAPA batch; returns the loss, its parts and timings (floats; ``*_s`` wall,
     ``*_cpu_s`` process CPU seconds)."""
@@ -137,8 +147,8 @@ def train_step(
     zeros = torch.zeros_like(labels)
     t0, c0 = time.perf_counter(), time.process_time()
     if config.adversarial and eps > 0:
-        both = training_attack(
-            model,
+        both = training_attack(  # weights frozen: under DDP, the unwrapped module (no sync)
+            attacked if attacked is not None else model,
             torch.cat([images, anomalies]),
             torch.cat([zeros, labels]),
             eps=eps,
@@ -246,7 +256,9 @@ def harden(
     ``train_config``). ``on_epoch`` is called with each epoch's log record after it is saved.
     """
     config = train_config
-    dev = resolve_device(device)
+    dev = distributed.worker_device(device) if distributed.active() else resolve_device(device)
+    rank, workers = distributed.rank(), distributed.world_size()
+    main = rank == 0
     out_path = Path(out) if out is not None else None
     if resume and out_path is None:
         raise PgauditError("--resume needs --out: the checkpoint to continue from.")
@@ -293,6 +305,13 @@ def harden(
     top_k = int(getattr(model, "top_k", 3))
 
     dataset = AnomalyDataset(category.train, image_size, cache=True)
+    global_batch = min(config.batch_size, len(dataset))
+    if global_batch % workers:
+        raise PgauditError(
+            f"--batch-size {global_batch} cannot be split evenly among {workers} training "
+            f"processes; use a multiple of {workers}."
+        )
+    share = global_batch // workers
     fapa = FapaConfig(min_side=config.fapa_min_side, max_side=config.fapa_max_side)
     loader, sampler = batch_loader(
         dataset,
@@ -302,6 +321,8 @@ def harden(
         seed=seed,
         jitter_strength=config.jitter,
         num_workers=num_workers,
+        rank=rank,
+        world_size=workers,
     )
     steps_per_epoch = len(sampler)
     total_steps = config.epochs * steps_per_epoch
@@ -311,6 +332,11 @@ def harden(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: cosine_factor(s, total_steps, config.lr_min_factor)
     )
+    trained: nn.Module = model
+    if workers > 1:
+        trained = DistributedDataParallel(
+            model, device_ids=[dev.index] if dev.type == "cuda" else None
+        )
     history: list[dict[str, Any]] = []
     start_epoch = 0
     if payload is not None:
@@ -321,13 +347,13 @@ def harden(
         start_epoch = int(saved["epoch"])
         seed = int(saved.get("seed", seed))
     log = log_path(out_path) if out_path is not None else None
-    if log is not None:
+    if log is not None and main:
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_text("".join(json.dumps(rec) + "\n" for rec in history))
 
     foreground = describe_foreground(category)
     started = time.perf_counter()
-    with _progress(progress) as bar:
+    with _progress(progress and main) as bar:
         task = bar.add_task(
             "harden",
             total=(config.epochs - start_epoch) * steps_per_epoch,
@@ -335,7 +361,7 @@ def harden(
             eps=0.0,
         )
         for epoch in range(start_epoch, config.epochs):
-            torch.manual_seed(derive_seed(seed, epoch, 3))
+            torch.manual_seed(derive_seed(seed, epoch, 3, *([rank] if workers > 1 else [])))
             sampler.set_epoch(epoch)
             t_epoch, c_epoch = time.perf_counter(), time.process_time()
             sums: dict[str, float] = {}
@@ -348,9 +374,13 @@ def harden(
                 batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
                 step = epoch * steps_per_epoch + index
                 eps = eps_at(config, step, steps_per_epoch)
-                rng = np.random.RandomState(derive_seed(seed, epoch, index, 4) % 2**32)
+                positions = range(rank * share, (rank + 1) * share)  # in the global batch
+                rng = PerImageRandomState(  # PGD starts: images, then pseudo-anomalies
+                    image_seeds(seed, epoch, index, positions, 4)
+                    + image_seeds(seed, epoch, index, positions, 5)
+                )
                 parts = train_step(
-                    model,
+                    trained,
                     batch,
                     config,
                     optimizer,
@@ -358,11 +388,15 @@ def harden(
                     rng=rng,
                     reg_weights=reg_weights,
                     top_k=top_k,
+                    attacked=model,
                 )
+                if workers > 1:  # log the loss of the global batch, not of this share
+                    losses = {k: v for k, v in parts.items() if not k.endswith("_s")}
+                    parts.update(distributed.all_reduce_mean(losses, dev))
                 scheduler.step()
                 for key, value in parts.items():
                     sums[key] = sums.get(key, 0.0) + value
-                n_images += batch["images"].shape[0]
+                n_images += batch["images"].shape[0] * workers
                 bar.update(
                     task,
                     advance=1,
@@ -385,7 +419,7 @@ def harden(
                 "update_s": sums.get("update_s", 0.0),
             }
             history.append(record)
-            if out_path is not None:
+            if out_path is not None and main:
                 last = epoch + 1 == config.epochs
                 resume_state = (
                     None
@@ -410,6 +444,7 @@ def harden(
                     handle.write(json.dumps(record) + "\n")
             if on_epoch is not None:
                 on_epoch(record)
+    distributed.barrier()  # no process returns before rank 0 has saved the checkpoint
     model.eval()
     return HardenResult(
         model=model,
@@ -423,6 +458,7 @@ def harden(
         train_config=config,
         history=history,
         notes=notes,
+        workers=workers,
     )
 
 
