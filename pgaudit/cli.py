@@ -615,9 +615,7 @@ def demo_cmd(
     from pgaudit.demo import DEMO_GATE, DemoSettings, run_demo
 
     started = time.perf_counter()
-    settings = DemoSettings(
-        preset=preset, epochs=epochs, n_train=n_train, n_test=n_test, seed=seed
-    )
+    settings = DemoSettings(preset=preset, epochs=epochs, n_train=n_train, n_test=n_test, seed=seed)
     outcome = run_demo(out, settings, console)
     table = Table(title="clean vs robust (worst case of PGD-10 at 8/255)")
     for column in ("model", "image AUROC", "robust image", "pixel AUROC", "robust pixel", "gate"):
@@ -699,7 +697,9 @@ def main() -> None:
     try:
         rc = app(standalone_mode=False)
     except PgauditError as exc:
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        err_console.print(
+            f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
+        )
         sys.exit(exc.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
