@@ -404,7 +404,7 @@ def attack(
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
     batch_size: int = typer.Option(16, "--batch-size", help="Images per attack batch."),
     bootstrap: int = typer.Option(
-        0, "--bootstrap", help="Bootstrap resamples for 95% confidence intervals (0: none)."
+        200, "--bootstrap", help="Bootstrap resamples for 95% confidence intervals (0: none)."
     ),
     save_maps: bool = typer.Option(
         False, "--save-maps", help="Also write maps.npz (masks, clean and worst-case maps)."
@@ -601,7 +601,7 @@ def report(
 @app.command("demo")
 def demo_cmd(
     out: Path = typer.Option(Path("pgaudit-demo"), "--out", "-o", help="Folder for everything."),
-    preset: str = typer.Option("tiny", "--preset", help="tiny | lite."),
+    preset: str = typer.Option("lite", "--preset", help="lite | tiny."),
     epochs: int | None = typer.Option(None, "--epochs", help="Epochs per model (demo default)."),
     n_train: int = typer.Option(60, "--n-train", help="Synthetic training images."),
     n_test: int = typer.Option(40, "--n-test", help="Synthetic test images."),

@@ -208,3 +208,41 @@ def test_backbone_weights_load_with_resampling_and_refuse_mismatch(tmp_path) -> 
     torch.save(wider.state_dict(), tmp_path / "wide.pth")
     with pytest.raises(PgauditError, match="wide.pth"):
         load_backbone_weights(model, tmp_path / "wide.pth")
+
+
+def test_harden_takes_an_official_checkpoint_and_refuses_other_kinds(
+    widget, run_cli, tmp_path, monkeypatch
+) -> None:
+    """`harden` resolves MODEL like `attack`: an official PatchGuard state_dict trains and saves."""
+    config = PatchGuardConfig(
+        backbone="vit_small_patch14_dinov2",
+        backbone_kwargs={"depth": 2},
+        image_size=56,
+        feature_blocks=(2,),
+        reg_blocks=(1, 2),
+        dsc_hidden=64,
+    )
+    torch.manual_seed(0)
+    official = tmp_path / "patchguard_mvtec_bottle.pth"
+    torch.save(dict(PatchGuard(config).state_dict()), official)
+    out = tmp_path / "hardened.pt"
+    res = run_cli("harden", official, widget.root, "--out", out, "--epochs", "1", "--steps", "1",
+                  "--batch-size", "24", "--device", "cpu", "--workers", "0")  # fmt: skip
+    assert res.exit_code == 0, res.stderr
+    assert "official-patchguard" in res.stdout
+    hardened, meta = load_checkpoint(out)
+    assert hardened.config.image_size == 56 and meta["training"]
+
+    (tmp_path / "userdet.py").write_text(
+        "import torch\n"
+        "class D(torch.nn.Module):\n"
+        "    image_size = 16\n"
+        "    def forward(self, x):\n"
+        "        return x.mean(1)[:, ::4, ::4]\n"
+        "def build():\n"
+        "    return D()\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    res = run_cli("harden", "userdet:build", widget.root, "--out", tmp_path / "u.pt")
+    assert res.exit_code == 2 and "harden other detectors" in res.stderr

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from pgaudit.errors import PgauditError
-from pgaudit.models.checkpoint import load_checkpoint, read_torch_file
+from pgaudit.models.checkpoint import read_torch_file
 from pgaudit.models.patchguard import PatchGuard
 from pgaudit.models.presets import PatchGuardConfig, TrainConfig, get_preset
 from pgaudit.training.backbone_weights import load_backbone_weights, load_hub_weights
@@ -48,17 +48,20 @@ def trainable_model(
         model = PatchGuard(config)
         source = f"fresh PatchGuard, preset {config.name}"
     else:
-        path = Path(spec)
-        if not path.exists():
+        from pgaudit.models.resolve import load_detector
+
+        loaded = load_detector(spec)  # pgaudit or official PatchGuard checkpoints, and others
+        if not isinstance(loaded.detector, PatchGuard):
             raise PgauditError(
-                f"MODEL {spec!r} is neither a file nor one of {', '.join(FRESH_SPECS)}: pass a "
-                "checkpoint path, or `patchguard` with --preset."
+                f"MODEL {spec!r} is a {loaded.kind} model: `harden` trains PatchGuard models "
+                "(pgaudit or official checkpoints, or `patchguard`); harden other detectors "
+                "through the Python API (examples/python_api.py)."
             )
-        model, _ = load_checkpoint(path)
+        model = loaded.detector
         config = model.config
-        source = f"checkpoint {path} (preset {config.name})"
+        source = f"{loaded.kind} checkpoint {spec} (preset {config.name})"
         if preset is not None and preset != config.name:
-            notes.append(f"--preset {preset} ignored: the architecture comes from {path}")
+            notes.append(f"--preset {preset} ignored: the architecture comes from {spec}")
     if backbone_weights is not None and pretrained:
         raise PgauditError("--pretrained and --backbone-weights exclude each other: pass one.")
     if backbone_weights is not None:
