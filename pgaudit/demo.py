@@ -17,7 +17,7 @@ from pgaudit.gate import GateCriteria, GateOutcome, evaluate_gate
 
 #: The demo's CI bar: robust pixel AUROC under the quick suite (PGD-10 at 8/255).
 DEMO_GATE = GateCriteria(metric="pixel_auroc", min_robust_auroc=0.5)
-DEMO_PRESET = "tiny"
+DEMO_PRESET = "lite"
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class DemoSettings:
 
 
 #: Epochs per preset in the demo: a shortened schedule, so both models train in minutes.
-DEMO_EPOCHS = {"tiny": 12, "lite": 6}
+DEMO_EPOCHS = {"tiny": 12, "lite": 8}
 
 
 @dataclass
@@ -113,6 +113,7 @@ def run_demo(
             seed=settings.seed,
             model_info={**loaded.model_info(), "name": f"PatchGuard {settings.preset}, {name}"},
             progress=True,
+            bootstrap=200,
             command=f"pgaudit demo --out {out.name}",
             console=console,
         )
