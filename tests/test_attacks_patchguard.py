@@ -7,13 +7,14 @@ from dataclasses import replace
 
 import pytest
 import torch
+from small_models import SMALL
 
 from pgaudit.attacks.runner import run_audit
 from pgaudit.attacks.suites import build_suite
 from pgaudit.data.layouts import open_category
 from pgaudit.data.synth import make_synthetic_dataset
 from pgaudit.models.patchguard import PatchGuard
-from pgaudit.models.presets import PatchGuardConfig, TrainConfig, get_preset
+from pgaudit.models.presets import TrainConfig, get_preset
 from pgaudit.training.loop import harden
 
 
@@ -37,20 +38,6 @@ def test_every_attack_of_the_full_suite_runs_on_the_tiny_preset(tmp_path):
         for name, metric in entry["metrics"].items():
             assert metric["reason"] or math.isfinite(metric["value"]), (entry["id"], name)
     assert {c["name"] for c in results["sanity"]} >= {"unbounded-budget", "gradient-health"}
-
-
-# A reduced PatchGuard (64 px, 8x8 patches): trains in seconds on 2 cores.
-SMALL = PatchGuardConfig(
-    name="test-small",
-    backbone="vit_tiny_patch16_224",
-    backbone_kwargs=dict(patch_size=8, embed_dim=64, depth=3, num_heads=2, mlp_ratio=2.0),
-    image_size=64,
-    feature_blocks=(3,),
-    reg_blocks=(1, 2, 3),
-    dsc_heads=2,
-    dsc_hidden=128,
-    dsc_dropout=0.0,
-)
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from small_models import SMALL
 
 from pgaudit.data.layouts import open_category
 from pgaudit.data.records import Category, Sample
@@ -21,18 +22,6 @@ from pgaudit.training.adversarial import training_attack
 from pgaudit.training.batches import BatchSpec, PseudoAnomalyBatches
 from pgaudit.training.loop import describe_foreground, harden, log_path, train_step
 
-# A reduced PatchGuard (64 px, 8x8 patches of 8 px, 3 blocks): the real pipeline, small sizes.
-SMALL = PatchGuardConfig(
-    name="test-small",
-    backbone="vit_tiny_patch16_224",
-    backbone_kwargs=dict(patch_size=8, embed_dim=64, depth=3, num_heads=2, mlp_ratio=2.0),
-    image_size=64,
-    feature_blocks=(3,),
-    reg_blocks=(1, 2, 3),
-    dsc_heads=2,
-    dsc_hidden=128,
-    dsc_dropout=0.0,
-)
 RECIPE = TrainConfig(
     epochs=3, batch_size=8, lr=1e-3, steps=1, eps_warmup_epochs=0, fapa_max_side=60
 )
