@@ -369,7 +369,9 @@ _ATTACK_HELP = (
 @app.command("attack", help=_ATTACK_HELP)
 def attack(
     model: str | None = typer.Argument(
-        None, help="Model checkpoint to audit (default: `model` in pgaudit.toml)."
+        None,
+        help="A pgaudit checkpoint, an official PatchGuard .pth, a TorchScript file, or "
+        "package.module:function (default: `model` in pgaudit.toml).",
     ),
     data: Path | None = typer.Argument(
         None, help="Dataset category folder or root (default: `data` in pgaudit.toml)."
@@ -411,6 +413,20 @@ def attack(
     ),
     report: bool = typer.Option(False, "--report", help="Also write AUDIT_DIR/report.html."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    trust_pickle: bool = typer.Option(
+        False,
+        "--trust-pickle",
+        help="Allow a MODEL file that needs full unpickling (a pickled nn.Module); this runs "
+        "code from the file: only for files you trust.",
+    ),
+    image_size: int | None = typer.Option(
+        None,
+        "--image-size",
+        help="Input side in pixels for detectors without an `image_size` attribute.",
+    ),
+    backbone: str | None = typer.Option(
+        None, "--backbone", help="timm name of the ViT inside an official PatchGuard checkpoint."
+    ),
     nproc: int = typer.Option(
         1,
         "--nproc",
@@ -469,7 +485,13 @@ def attack(
 
     with distributed.worker_session(device, final_barrier=False) as torch_device:
         show = console if distributed.is_main() else Console(quiet=True)
-        detector, model_info = _load_attack_model(str(model_spec), str(torch_device))
+        detector, model_info = _load_attack_model(
+            str(model_spec),
+            str(torch_device),
+            trust_pickle=trust_pickle,
+            image_size=image_size,
+            backbone=backbone,
+        )
         cat = open_category(Path(data_path), category)
         chosen = build_suite(suite_name, image_size=int(detector.image_size), **suite_options)
         workers = distributed.world_size()

@@ -328,3 +328,28 @@ def test_module_image_score_survives_pgd_restarts(user_module):
         scores = image_scores(detector, logits)
     with torch.no_grad():
         torch.testing.assert_close(scores, detector.module.conv(adv)[:, 1].mean(dim=(1, 2)))
+
+
+def test_cli_attack_takes_the_resolver_options(tmp_path, synth_root, run_cli):
+    """`attack` passes --image-size / --trust-pickle to the resolver; without them, one sentence."""
+    torch.manual_seed(0)
+    module = nn.Conv2d(3, 1, 8, stride=8)
+    scripted = tmp_path / "detector.ts"
+    torch.jit.save(torch.jit.trace(module, torch.rand(1, 3, 64, 64)), str(scripted))
+    data = synth_root / "widget"
+    common = ("--max-images", "4", "--quiet", "--bootstrap", "0")
+    res = run_cli("attack", scripted, data, "--out", tmp_path / "a", *common)
+    assert res.exit_code == 2 and "--image-size" in res.stderr
+    res = run_cli("attack", scripted, data, "--out", tmp_path / "a", "--image-size", "64", *common)
+    assert res.exit_code == 0, res.stderr
+    assert (tmp_path / "a" / "results.json").is_file()
+
+    pickled = tmp_path / "whole.pt"
+    torch.save(nn.Conv2d(3, 1, 8, stride=8), pickled)
+    res = run_cli("attack", pickled, data, "--out", tmp_path / "b", *common)
+    assert res.exit_code == 2 and "--trust-pickle" in res.stderr
+    res = run_cli(
+        "attack", pickled, data, "--out", tmp_path / "b", "--trust-pickle", "--image-size", "64",
+        *common,
+    )  # fmt: skip
+    assert res.exit_code == 0, res.stderr
