@@ -199,10 +199,10 @@ def test_backbone_weights_load_with_resampling_and_refuse_mismatch(tmp_path) -> 
         load_backbone_weights(model, tmp_path / "wide.pth")
 
 
-def test_harden_takes_an_official_checkpoint_and_refuses_other_kinds(
+def test_harden_takes_official_checkpoints_and_python_detectors(
     widget, run_cli, tmp_path, monkeypatch
 ) -> None:
-    """`harden` resolves MODEL like `attack`: an official PatchGuard state_dict trains and saves."""
+    """`harden` resolves MODEL like `attack`: official state_dicts and Python factories train and save."""
     config = PatchGuardConfig(
         backbone="vit_small_patch14_dinov2",
         backbone_kwargs={"depth": 2},
@@ -225,13 +225,31 @@ def test_harden_takes_an_official_checkpoint_and_refuses_other_kinds(
     (tmp_path / "userdet.py").write_text(
         "import torch\n"
         "class D(torch.nn.Module):\n"
-        "    image_size = 16\n"
+        "    image_size = 64\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.conv = torch.nn.Conv2d(3, 1, 8, stride=8)\n"
         "    def forward(self, x):\n"
-        "        return x.mean(1)[:, ::4, ::4]\n"
+        "        return self.conv(x)[:, 0]\n"
         "def build():\n"
+        "    torch.manual_seed(0)\n"
         "    return D()\n"
+        "def frozen():\n"
+        "    return D().requires_grad_(False)\n"
     )
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
-    res = run_cli("harden", "userdet:build", widget.root, "--out", tmp_path / "u.pt")
-    assert res.exit_code == 2 and "harden other detectors" in res.stderr
+    mine = tmp_path / "mine.pt"
+    res = run_cli("harden", "userdet:build", widget.root, "--out", mine, "--epochs", "1",
+                  "--steps", "1", "--batch-size", "24", "--device", "cpu", "--workers", "0")  # fmt: skip
+    assert res.exit_code == 0, res.stderr
+    from pgaudit.models.resolve import load_detector
+
+    hardened = load_detector(str(mine))
+    fresh = load_detector("userdet:build")
+    assert hardened.kind == "python" and "hardened" in hardened.name
+    assert not torch.equal(
+        hardened.detector.module.conv.weight, fresh.detector.module.conv.weight
+    )  # it trained, and the saved weights came back
+    res = run_cli("harden", "userdet:frozen", widget.root, "--out", tmp_path / "f.pt")
+    assert res.exit_code == 2 and "nothing to harden" in res.stderr

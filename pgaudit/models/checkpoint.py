@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from pgaudit import __version__
 from pgaudit.errors import PgauditError
@@ -31,7 +32,7 @@ class NotAPgauditCheckpoint(PgauditError):
 
 def save_checkpoint(
     path: str | Path,
-    model: PatchGuard,
+    model: nn.Module,
     *,
     training: dict[str, Any] | None = None,
     resume_state: dict[str, Any] | None = None,
@@ -43,11 +44,18 @@ def save_checkpoint(
     payload: dict[str, Any] = {
         "format": FORMAT,
         "pgaudit_version": __version__,
-        "kind": "patchguard",
-        "config": model.config.to_dict(),
         "state_dict": state,
         "training": training or {},
     }
+    if isinstance(model, PatchGuard):
+        payload.update(kind="patchguard", config=model.config.to_dict())
+    elif getattr(model, "source_spec", None):  # a user detector: its factory + these weights
+        payload.update(kind="python", spec=model.source_spec, image_size=int(model.image_size))
+    else:
+        raise PgauditError(
+            f"cannot save a {type(model).__name__} to {path}: pgaudit checkpoints hold PatchGuard "
+            "models and detectors loaded from a Python factory (package.module:function)."
+        )
     if resume_state is not None:
         payload["resume"] = resume_state
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

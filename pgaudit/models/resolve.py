@@ -229,6 +229,18 @@ def _load_pgaudit(payload: dict[str, Any], path: Path, digest: str) -> LoadedDet
         model = model_from_payload(payload, path)
         display = f"PatchGuard ({model.config.name})"
         return LoadedDetector(model, kind, display, digest, {**model.describe(), **meta}, True)
+    if kind == "python":  # a hardened user detector: rebuild from its factory, then its weights
+        loaded = load_detector(payload["spec"], image_size=int(payload["image_size"]))
+        try:
+            loaded.detector.load_state_dict(payload["state_dict"])
+        except RuntimeError:
+            raise PgauditError(
+                f"{path} holds weights that {payload['spec']} no longer accepts: the factory's "
+                "architecture changed since hardening; rebuild it as it was or harden again."
+            ) from None
+        loaded.name = f"{payload['spec']} (hardened, {path.name})"
+        loaded.fingerprint, loaded.card = digest, {**loaded.card, **meta}
+        return loaded
     from pgaudit.models.baselines import BASELINES, baseline_from_payload
 
     if kind in BASELINES:
@@ -331,7 +343,9 @@ def _load_factory(
             f"{spec}: the factory returned a {type(module).__name__}, but it must return a "
             "torch.nn.Module."
         )
-    return _adapt(module, "python", spec, weights_fingerprint(module), spec, image_size, grid)
+    loaded = _adapt(module, "python", spec, weights_fingerprint(module), spec, image_size, grid)
+    loaded.detector.source_spec = spec  # lets a hardened copy be saved as (spec, weights)
+    return loaded
 
 
 # --- shared ---

@@ -51,15 +51,21 @@ def trainable_model(
         from pgaudit.models.resolve import load_detector
 
         loaded = load_detector(spec)  # pgaudit or official PatchGuard checkpoints, and others
-        if not isinstance(loaded.detector, PatchGuard):
+        if not (isinstance(loaded.detector, PatchGuard) or loaded.kind == "python"):
             raise PgauditError(
                 f"MODEL {spec!r} is a {loaded.kind} model: `harden` trains PatchGuard models "
-                "(pgaudit or official checkpoints, or `patchguard`); harden other detectors "
-                "through the Python API (examples/python_api.py)."
+                "(pgaudit or official checkpoints, or `patchguard`) and Python detectors "
+                "(package.module:function) whose weights it can save."
             )
+        if not loaded.trainable:
+            raise PgauditError(f"MODEL {spec!r} has no trainable parameters: nothing to harden.")
         model = loaded.detector
-        config = model.config
-        source = f"{loaded.kind} checkpoint {spec} (preset {config.name})"
+        if isinstance(model, PatchGuard):
+            config = model.config
+            source = f"{loaded.kind} checkpoint {spec} (preset {config.name})"
+        else:  # a user detector: the recipe of the preset (tiny by default), no regulariser
+            config = get_preset(preset or "tiny")
+            source = f"Python detector {loaded.name}; recipe of preset {config.name}"
         if preset is not None and preset != config.name:
             notes.append(f"--preset {preset} ignored: the architecture comes from {spec}")
     if backbone_weights is not None and pretrained:
@@ -82,4 +88,8 @@ def resumed_model(out: str | Path) -> nn.Module:
         raise PgauditError(
             f"--resume: {out} is not a pgaudit checkpoint; drop --resume or pick another --out."
         )
+    if payload.get("kind") == "python":
+        from pgaudit.models.resolve import load_detector
+
+        return load_detector(str(out)).detector.train()
     return model_from_payload(payload, out)
