@@ -49,6 +49,7 @@ from pgaudit.attacks.gallery import write_gallery_item
 from pgaudit.attacks.sanity import run_sanity_checks, sanity_budget, sanity_positions
 from pgaudit.attacks.suites import AttackSpec, Suite, build_suite
 from pgaudit.attacks.testset import AuditSet, iterate_batches, prepare_test_set, shard_batches
+from pgaudit.devices import resolve_device
 from pgaudit.errors import PgauditError
 from pgaudit.models.detector import (
     Detector,
@@ -74,21 +75,6 @@ ROBUST_NOTES = (
 
 # ------------------------------------------------------------------------------------------------
 # small helpers
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; a clear error for an unavailable choice."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise PgauditError(f"--device {device!r} is not known: use auto, cpu, cuda or cuda:N.")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise PgauditError(
-            f"--device {device}: no CUDA device is available here; use --device cpu."
-        )
-    return torch.device(device)
 
 
 def module_fingerprint(detector: Any) -> str | None:

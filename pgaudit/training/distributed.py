@@ -28,6 +28,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from pgaudit.devices import resolve_device
 from pgaudit.errors import PgauditError
 
 #: Environment variables torchrun sets in every worker.
@@ -179,19 +180,6 @@ def launch(args: Sequence[str], nproc: int) -> None:
 # workers
 
 
-def single_device(device: str) -> torch.device:
-    """The device of a single process: ``auto`` → CUDA when available, else the CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise PgauditError(f"--device {device!r} is not known: use auto, cpu, cuda or cuda:N.")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise PgauditError(
-            f"--device {device}: no CUDA device is available here; use --device cpu."
-        )
-    return torch.device(device)
-
-
 def worker_device(device: str) -> torch.device:
     """This worker's device for ``--device``: ``cuda`` / ``auto`` → ``cuda:LOCAL_RANK``; ``cpu``."""
     if device == "cpu":
@@ -231,7 +219,7 @@ def worker_session(device: str, *, final_barrier: bool = True) -> Iterator[torch
     it). Outside a worker: the resolved device, nothing else.
     """
     if not launched():
-        yield single_device(device)
+        yield resolve_device(device)
         return
     dev = worker_device(device)
     if dev.type == "cuda":

@@ -36,6 +36,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from pgaudit.data.dataset import AnomalyDataset
 from pgaudit.data.records import Category
+from pgaudit.devices import resolve_device
 from pgaudit.errors import PgauditError
 from pgaudit.fapa import FapaConfig
 from pgaudit.models.checkpoint import is_pgaudit_checkpoint, read_torch_file, save_checkpoint
@@ -68,17 +69,6 @@ class HardenResult:
     @property
     def final_loss(self) -> float | None:
         return self.history[-1]["loss"] if self.history else None
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` → CUDA when available, else CPU; a clear error for an unavailable choice."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise PgauditError(f"--device {device!r} is not known: use auto, cpu or cuda.")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise PgauditError("--device cuda: no CUDA device is available here; use --device cpu.")
-    return torch.device(device)
 
 
 def log_path(out: str | Path) -> Path:
