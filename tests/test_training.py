@@ -221,6 +221,13 @@ def test_harden_takes_official_checkpoints_and_python_detectors(
     assert "official-patchguard" in res.stdout
     hardened, meta = load_checkpoint(out)
     assert hardened.config.image_size == 56 and meta["training"]
+    # ... and the official file itself is audited by the quick suite.
+    res = run_cli("attack", official, widget.root, "--out", tmp_path / "audit", "--max-images",
+                  "4", "--quiet", "--bootstrap", "0")  # fmt: skip
+    assert res.exit_code == 0, res.stderr
+    audited = json.loads((tmp_path / "audit" / "results.json").read_text())
+    assert audited["model"]["kind"] == "official-patchguard"
+    assert audited["robust"]["metrics"]["image_auroc"]["value"] is not None
 
     (tmp_path / "userdet.py").write_text(
         "import torch\n"
