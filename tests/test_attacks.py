@@ -600,3 +600,30 @@ def test_cli_attack_without_model_says_how_to_fix(tmp_path, run_cli, monkeypatch
     monkeypatch.chdir(tmp_path)
     res = run_cli("attack")
     assert res.exit_code == 2 and "pgaudit.toml" in res.stderr
+
+
+def test_art_pgd_skips_its_success_rate_passes(monkeypatch):
+    """ART's PGD computes a success rate only to log it (two forwards): the bridge skips it."""
+    from art.attacks.evasion.projected_gradient_descent import (
+        projected_gradient_descent_pytorch as pgd_module,
+    )
+
+    from pgaudit.attacks.art_bridge import ArtBridge
+
+    calls = []
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return 0.0
+
+    monkeypatch.setattr(pgd_module, "compute_success", counting)
+    images, labels, masks = make_toy_data(4, seed=0)
+    bridge = ArtBridge(ToyDetector(), input_shape=(3, SIZE, SIZE), cells=(SIZE // 4) ** 2,
+                       device="cpu")  # fmt: skip
+    spec = next(
+        s for s in build_suite("standard", image_size=SIZE, steps=2).attacks
+        if s.attack == "pgd" and s.objective == "detection"
+    )  # fmt: skip
+    adv = bridge.generate(spec, images, labels, None, threshold=0.0)
+    assert adv.shape == images.shape and calls == []
+    assert pgd_module.compute_success is counting  # restored after the run

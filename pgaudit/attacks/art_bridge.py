@@ -15,6 +15,7 @@ ART is imported lazily here only (it costs ~1.2 s).
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -194,10 +195,29 @@ class ArtBridge:
                 raise ValueError("the localization objective needs ground-truth masks")
             y = grid_masks.flatten(1).float().cpu().numpy()
         x = images.detach().float().cpu().numpy()
-        with _art_device(self.device):
+        with _art_device(self.device), _without_success_log():
             attack = self.attack(spec, classifier, batch_size=len(x))
             adv = attack.generate(x=x, y=y)
         return torch.from_numpy(np.asarray(adv, dtype=np.float32)).to(images.device)
+
+
+@contextlib.contextmanager
+def _without_success_log() -> Iterator[None]:
+    """Skip the success rate ART's PGD computes only for a log line (two extra forward passes).
+
+    ART 1.20 evaluates ``compute_success`` eagerly as an argument of ``logger.info`` after every
+    ``generate``; the adversarial images do not depend on it.
+    """
+    from art.attacks.evasion.projected_gradient_descent import (
+        projected_gradient_descent_pytorch as pgd_module,
+    )
+
+    original = pgd_module.compute_success
+    pgd_module.compute_success = lambda *args, **kwargs: float("nan")
+    try:
+        yield
+    finally:
+        pgd_module.compute_success = original
 
 
 def _per_image(loss_fn: nn.Module, pred: Tensor, y: Tensor) -> Tensor:
