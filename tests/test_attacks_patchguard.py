@@ -24,7 +24,17 @@ def _value(section: dict, name: str) -> float:
     return entry["value"]
 
 
-def test_every_attack_of_the_full_suite_runs_on_the_tiny_preset(tmp_path):
+def test_every_attack_of_the_full_suite_runs_on_the_tiny_preset(tmp_path, monkeypatch):
+    import pgaudit.models.backbones as backbones
+
+    captures = []
+    original = backbones.block_with_attention
+
+    def counting(block, x):
+        captures.append(1)
+        return original(block, x)
+
+    monkeypatch.setattr(backbones, "block_with_attention", counting)
     make_synthetic_dataset(tmp_path / "d", size=32, n_train=2, n_test=4, categories=("widget",))
     torch.manual_seed(0)
     model = PatchGuard(replace(get_preset("tiny"), image_size=32))
@@ -38,6 +48,9 @@ def test_every_attack_of_the_full_suite_runs_on_the_tiny_preset(tmp_path):
         for name, metric in entry["metrics"].items():
             assert metric["reason"] or math.isfinite(metric["value"]), (entry["id"], name)
     assert {c["name"] for c in results["sanity"]} >= {"unbounded-budget", "gradient-health"}
+    # Attacks (ART and native) never capture attention nor leave parameter gradients behind.
+    assert captures == []
+    assert all(p.grad is None and p.requires_grad for p in model.parameters())
 
 
 @pytest.fixture(scope="module")
