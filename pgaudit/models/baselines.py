@@ -7,7 +7,6 @@ reads them and :func:`pgaudit.models.resolve.load_detector` recognises them.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +18,7 @@ from torch import nn
 from pgaudit import __version__
 from pgaudit.errors import PgauditError
 from pgaudit.models.autoencoder import Autoencoder, AutoencoderConfig, fit_autoencoder
-from pgaudit.models.checkpoint import FORMAT
+from pgaudit.models.checkpoint import FORMAT, write_payload
 from pgaudit.models.patchcore import SAMPLERS, PatchCore, PatchCoreConfig, fit_patchcore
 
 BASELINES = ("patchcore", "autoencoder")
@@ -30,7 +29,6 @@ def save_baseline(
 ) -> Path:
     """Write a baseline (``module.config`` + its tensors) to ``path`` atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": FORMAT,
         "pgaudit_version": __version__,
@@ -39,13 +37,7 @@ def save_baseline(
         "state_dict": {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()},
         "training": training or {},
     }
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_payload(payload, path)
 
 
 def baseline_from_payload(payload: dict[str, Any], path: str | Path = "<memory>") -> nn.Module:

@@ -39,7 +39,6 @@ def save_checkpoint(
 ) -> Path:
     """Write ``model`` (+ training summary, + optimizer/scheduler state for resuming) to ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     payload: dict[str, Any] = {
         "format": FORMAT,
@@ -58,6 +57,12 @@ def save_checkpoint(
         )
     if resume_state is not None:
         payload["resume"] = resume_state
+    return write_payload(payload, path)
+
+
+def write_payload(payload: dict[str, Any], path: Path) -> Path:
+    """``torch.save`` a checkpoint payload atomically (temp file + rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         torch.save(payload, tmp)
