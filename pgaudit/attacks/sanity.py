@@ -665,18 +665,9 @@ def check_noise_not_stronger(
         noisy = (images + delta.to(images.device, images.dtype)).clamp(0, 1)
         draws_scores.append(_scores(detector, noisy, batch_size))
     noise = _auroc(y, worst_case_scores(y, *draws_scores))
-    ref, ref_name = _reference(detector, images, labels, eps, steps, seed, trace)
-    skip = _undefined(name, noise, ref)
-    if skip is not None:
-        return skip
-    assert isinstance(noise, float) and isinstance(ref, float)
-    lead = ref - noise
-    evidence = (
-        f"image AUROC {noise:.3f} under the worst of {draws} uniform noise draws vs {ref:.3f} "
-        f"under {ref_name} at L-inf eps {eps:.4g} on {len(y)} images (noise lower by "
-        f"{lead:+.3f}; tolerance {tol})"
-    )
-    return make_check(name, "fail" if lead > tol else "pass", evidence)
+    ref = _reference(detector, images, labels, eps, steps, seed, trace)
+    what = f"the worst of {draws} uniform noise draws"
+    return _not_stronger_than_reference(name, noise, what, "noise", ref, eps, len(y), tol)
 
 
 def check_transfer_not_stronger(
@@ -721,16 +712,31 @@ def check_transfer_not_stronger(
         batch_size=batch_size,
     )
     transfer = _auroc(y, _scores(detector, adv, batch_size))
-    ref, ref_name = _reference(detector, images, labels, eps, steps, seed, trace)
-    skip = _undefined(name, transfer, ref)
+    ref = _reference(detector, images, labels, eps, steps, seed, trace)
+    what = f"PGD-{steps} transferred from the surrogate"
+    return _not_stronger_than_reference(name, transfer, what, "transfer", ref, eps, len(y), tol)
+
+
+def _not_stronger_than_reference(
+    name: str,
+    value: float | None,
+    what: str,
+    short: str,
+    reference: tuple[float | None, str],
+    eps: float,
+    n_images: int,
+    tol: float,
+) -> dict[str, Any]:
+    """Fail when ``value`` (image AUROC under ``what``) is below white-box PGD's by over ``tol``."""
+    ref, ref_name = reference
+    skip = _undefined(name, value, ref)
     if skip is not None:
         return skip
-    assert isinstance(transfer, float) and isinstance(ref, float)
-    lead = ref - transfer
+    assert isinstance(value, float) and isinstance(ref, float)
+    lead = ref - value
     evidence = (
-        f"image AUROC {transfer:.3f} under PGD-{steps} transferred from the surrogate vs "
-        f"{ref:.3f} under {ref_name} at L-inf eps {eps:.4g} on {len(y)} images (transfer lower "
-        f"by {lead:+.3f}; tolerance {tol})"
+        f"image AUROC {value:.3f} under {what} vs {ref:.3f} under {ref_name} at L-inf eps "
+        f"{eps:.4g} on {n_images} images ({short} lower by {lead:+.3f}; tolerance {tol})"
     )
     return make_check(name, "fail" if lead > tol else "pass", evidence)
 
