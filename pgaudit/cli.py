@@ -263,7 +263,11 @@ def _harden_command(
 
 @app.command("harden")
 def harden_cmd(
-    model: str = typer.Argument(..., help="A pgaudit checkpoint, or `patchguard` (fresh model)."),
+    model: str = typer.Argument(
+        ...,
+        help="`patchguard` (fresh, --preset), a pgaudit or official PatchGuard checkpoint, or a "
+        "trainable Python detector package.module:function.",
+    ),
     data: Path = typer.Argument(..., help=_DATA_HELP),
     out: Path = typer.Option(Path("hardened.pt"), "--out", "-o", help="Checkpoint to write."),
     category: str | None = typer.Option(None, "--category", "-c", help="Category of a root."),
