@@ -63,7 +63,6 @@ def measure(preset: str, data: Path, steps: int, pgd_steps: int, batch: int) -> 
             eps=recipe.eps,
             rng=np.random.RandomState(index),
             reg_weights=config.reg_weights if recipe.regularise else None,
-            top_k=config.top_k,
         )
         if index:
             rows.append((fapa_w, parts["attack_s"], parts["update_s"], fapa_c,

@@ -143,7 +143,7 @@ def main() -> None:
     parser.add_argument("--categories", default=None, help="widget,fabric (quick: widget)")
     parser.add_argument("--modes", default="clean,hardened")
     parser.add_argument("--set", dest="sets", action="append", default=[],
-                        help="Override a TrainConfig field, e.g. --set image_score_weight=0.5")  # fmt: skip
+                        help="Override a TrainConfig field, e.g. --set attack_topk_weight=0.5")  # fmt: skip
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--eval-steps", type=int, default=10)
     parser.add_argument("--eps", default=None, help="Comma-separated budgets (default 2,4,8/255).")

@@ -162,6 +162,12 @@ _NPROC_HELP = (
 )
 
 
+_CARRY_HELP = (
+    "Start each image's training attack from its perturbation of the previous epoch, so PGD "
+    "steps accumulate across epochs (default: the preset's)."
+)
+
+
 def _harden_command(
     spec: str,
     data: Path,
@@ -176,6 +182,7 @@ def _harden_command(
     steps: int | None,
     clean: bool,
     no_reg: bool,
+    carry: bool | None,
     seed: int,
     device: str,
     resume: bool,
@@ -216,6 +223,8 @@ def _harden_command(
             changes["adversarial"] = False
         if no_reg:
             changes["regularise"] = False
+        if carry is not None:
+            changes["carry_perturbations"] = carry
         recipe = replace(start.train, **{k: v for k, v in changes.items() if v is not None})
         mode = (
             "clean (no adversarial terms)"
@@ -230,7 +239,12 @@ def _harden_command(
         )
         show.print(
             f"recipe: {mode}, {recipe.epochs} epochs, batch {recipe.batch_size}, lr {recipe.lr:g}, "
-            f"attention regulariser {'on' if recipe.regularise else 'off'}",
+            f"attention regulariser {'on' if recipe.regularise else 'off'}"
+            + (
+                ", perturbations carried across epochs"
+                if recipe.adversarial and recipe.carry_perturbations
+                else ""
+            ),
             highlight=False,
             soft_wrap=True,
         )
@@ -279,6 +293,7 @@ def harden_cmd(
     steps: int | None = typer.Option(None, "--steps", help="PGD steps of the training attack."),
     clean: bool = typer.Option(False, "--clean", help="No adversarial terms (the baseline)."),
     no_reg: bool = typer.Option(False, "--no-reg", help="No attention regulariser."),
+    carry: bool | None = typer.Option(None, "--carry/--no-carry", help=_CARRY_HELP),
     seed: int = typer.Option(0, "--seed", help="Random seed (deterministic on the CPU)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out."),
@@ -295,7 +310,7 @@ def harden_cmd(
     _harden_command(
         model, data, out=out, category=category, preset=preset, epochs=epochs,
         batch_size=batch_size, lr=lr, eps=eps, steps=steps, clean=clean, no_reg=no_reg,
-        seed=seed, device=device, resume=resume, workers=workers,
+        carry=carry, seed=seed, device=device, resume=resume, workers=workers,
         backbone_weights=backbone_weights, pretrained=pretrained, nproc=nproc,
     )  # fmt: skip
 
@@ -313,6 +328,7 @@ def train_cmd(
     steps: int | None = typer.Option(None, "--steps", help="PGD steps of the training attack."),
     clean: bool = typer.Option(False, "--clean", help="No adversarial terms (the baseline)."),
     no_reg: bool = typer.Option(False, "--no-reg", help="No attention regulariser."),
+    carry: bool | None = typer.Option(None, "--carry/--no-carry", help=_CARRY_HELP),
     seed: int = typer.Option(0, "--seed", help="Random seed (deterministic on the CPU)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out."),
@@ -329,7 +345,7 @@ def train_cmd(
     _harden_command(
         "patchguard", data, out=out, category=category, preset=preset, epochs=epochs,
         batch_size=batch_size, lr=lr, eps=eps, steps=steps, clean=clean, no_reg=no_reg,
-        seed=seed, device=device, resume=resume, workers=workers,
+        carry=carry, seed=seed, device=device, resume=resume, workers=workers,
         backbone_weights=backbone_weights, pretrained=pretrained, nproc=nproc,
     )  # fmt: skip
 
@@ -627,7 +643,7 @@ def report(
 @app.command("demo")
 def demo_cmd(
     out: Path = typer.Option(Path("pgaudit-demo"), "--out", "-o", help="Folder for everything."),
-    preset: str = typer.Option("lite", "--preset", help="lite | tiny."),
+    preset: str = typer.Option("tiny", "--preset", help="tiny | lite."),
     epochs: int | None = typer.Option(None, "--epochs", help="Epochs per model (demo default)."),
     n_train: int = typer.Option(60, "--n-train", help="Synthetic training images."),
     n_test: int = typer.Option(40, "--n-test", help="Synthetic test images."),

@@ -16,8 +16,8 @@ from rich.console import Console
 from pgaudit.gate import GateCriteria, GateOutcome, evaluate_gate
 
 #: The demo's CI bar: robust pixel AUROC under the quick suite (PGD-10 at 8/255).
-DEMO_GATE = GateCriteria(metric="pixel_auroc", min_robust_auroc=0.5)
-DEMO_PRESET = "lite"
+DEMO_GATE = GateCriteria(metric="pixel_auroc", min_robust_auroc=0.8)
+DEMO_PRESET = "tiny"
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class DemoSettings:
 
 
 #: Epochs per preset in the demo: a shortened schedule, so both models train in minutes.
-DEMO_EPOCHS = {"tiny": 12, "lite": 8}
+DEMO_EPOCHS = {"tiny": 30, "lite": 8}
 
 
 @dataclass

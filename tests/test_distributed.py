@@ -283,7 +283,15 @@ def harden_project(tmp_path_factory) -> Path:
         reg_weights=(0.01, 0.05),
         dsc_hidden=64,
         dsc_dropout=0.0,
-        train=replace(TrainConfig(), epochs=2, batch_size=4, steps=2, fapa_max_side=60),
+        train=replace(
+            TrainConfig(),
+            epochs=2,
+            batch_size=4,
+            steps=2,
+            fapa_max_side=60,
+            attack_topk_weight=1.0,
+            carry_perturbations=True,  # epoch 2 starts from epoch 1's (gathered) perturbations
+        ),
     )
     torch.manual_seed(0)
     save_checkpoint(root / "start.pt", PatchGuard(config))

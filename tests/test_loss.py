@@ -11,7 +11,6 @@ from pgaudit.training.loss import (
     attention_kl,
     attention_regulariser,
     four_term_bce,
-    image_bce,
     patch_bce,
 )
 
@@ -62,9 +61,3 @@ def test_regulariser_weights_each_block() -> None:
     assert got == pytest.approx(0.01 * attention_kl(a1).item() + 0.05 * attention_kl(a2).item())
     with pytest.raises(ValueError):
         attention_regulariser([a1], (0.01, 0.05))
-
-
-def test_image_bce_uses_the_top_k_score() -> None:
-    logits = torch.tensor([[[4.0, 2.0], [0.0, -6.0]]])
-    score = (4.0 + 2.0 + 0.0) / 3
-    assert image_bce(logits, torch.tensor([1.0]), 3).item() == pytest.approx(_bce(score, 1.0))

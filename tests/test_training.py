@@ -64,7 +64,7 @@ def test_attack_freezes_weights_and_never_captures_attention(widget, monkeypatch
     model = _model().train()
     batch = _batch(widget)
     adv = training_attack(model, batch["anomalies"], batch["labels"], eps=8 / 255, steps=2,
-                          image_score_weight=0.5, rng=np.random.RandomState(0))  # fmt: skip
+                          topk_weight=0.5, rng=np.random.RandomState(0))  # fmt: skip
     assert calls["n"] == 0
     assert all(p.grad is None for p in model.parameters())
     assert all(p.requires_grad for p in model.parameters())
@@ -97,9 +97,10 @@ def test_a_few_steps_on_one_batch_drive_the_loss_down(widget) -> None:
     assert losses[-1] < 0.5 * losses[0]
 
 
-def test_resume_after_interruption_gives_the_same_weights(widget, tmp_path) -> None:
+@pytest.mark.parametrize("carry", [False, True], ids=["fresh-starts", "carried-perturbations"])
+def test_resume_after_interruption_gives_the_same_weights(widget, tmp_path, carry) -> None:
     data = replace(widget, train=widget.train[:8])
-    recipe = replace(RECIPE, batch_size=4)
+    recipe = replace(RECIPE, batch_size=4, carry_perturbations=carry)
     straight = harden(_model(), data, recipe, out=tmp_path / "a.pt", seed=3, device="cpu")
 
     class Killed(Exception):
@@ -164,10 +165,14 @@ def test_batches_are_deterministic_and_labelled(widget) -> None:
 def test_cli_train_clean_and_errors(widget, run_cli, tmp_path, monkeypatch) -> None:
     out = tmp_path / "m.pt"
     res = run_cli("train", widget.root, "--out", out, "--epochs", "1", "--clean", "--batch-size",
-                  "24", "--device", "cpu", "--workers", "0")  # fmt: skip
+                  "24", "--device", "cpu", "--workers", "0", "--no-carry")  # fmt: skip
     assert res.exit_code == 0, res.stderr
     assert "foreground masks" in res.stdout and out.is_file()
+    _, meta = load_checkpoint(out)
+    recipe = meta["training"]["recipe"]
+    assert recipe["adversarial"] is False and recipe["carry_perturbations"] is False
     assert log_path(out).read_text().count("\n") == 1
+    assert json.loads(log_path(out).read_text())["eps"] == 0.0  # no attack in a clean run
     res = run_cli("harden", out, widget.root, "--out", tmp_path / "h.pt", "--resume")
     assert res.exit_code == 2 and "nothing to resume" in res.stderr
     res = run_cli("harden", "patchguard", widget.root, "--eps", "eight")
@@ -260,3 +265,38 @@ def test_harden_takes_official_checkpoints_and_python_detectors(
     )  # it trained, and the saved weights came back
     res = run_cli("harden", "userdet:frozen", widget.root, "--out", tmp_path / "f.pt")
     assert res.exit_code == 2 and "nothing to harden" in res.stderr
+
+
+def test_perturbation_bank_carries_each_images_last_perturbation() -> None:
+    from pgaudit.training.perturbations import PerturbationBank
+
+    bank = PerturbationBank(4, (3, 2, 2))
+    random = torch.full((2, 3, 2, 2), 0.5)
+    indices = torch.tensor([1, 3])
+    assert torch.equal(bank.fill(random, indices, eps=0.1), random)  # nothing stored yet
+    clean = torch.rand(2, 3, 2, 2)
+    bank.record(indices, clean + 0.05, clean)
+    start = bank.fill(random, torch.tensor([3, 0]), eps=0.02)
+    assert torch.allclose(start[0], torch.full((3, 2, 2), 0.02))  # stored, clipped to eps
+    assert torch.equal(start[1], random[1])  # image 0 never attacked: the random start
+    copy = PerturbationBank(4, (3, 2, 2))
+    copy.load_state_dict(bank.state_dict())
+    assert torch.equal(copy.fill(random, indices, 1.0), bank.fill(random, indices, 1.0))
+    with pytest.raises(ValueError, match="shape"):
+        PerturbationBank(5, (3, 2, 2)).load_state_dict(bank.state_dict())
+
+
+def test_topk_weight_aims_the_training_attack_at_the_image_score(widget) -> None:
+    """With ``topk_weight`` the attack on normal images raises their top-k score further."""
+    from pgaudit.models.detector import image_scores
+
+    model = _model().eval()
+    images = _batch(widget)["images"]
+    zeros = torch.zeros(len(images), *model.grid)
+    scores = {}
+    for weight in (0.0, 5.0):
+        adv = training_attack(model, images, zeros, eps=8 / 255, steps=3, topk_weight=weight,
+                              rng=np.random.RandomState(0))  # fmt: skip
+        with torch.no_grad():
+            scores[weight] = image_scores(model, model(adv)).mean().item()
+    assert scores[5.0] > scores[0.0], scores

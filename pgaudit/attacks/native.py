@@ -78,16 +78,22 @@ def pgd(
     step_size: float | None = None,
     random_init: bool = True,
     rng: np.random.RandomState | None = None,
+    start: Tensor | None = None,
 ) -> Tensor:
     """One PGD run maximising ``objective`` within the ε-ball around ``images`` (in [0, 1]).
 
-    ``steps=1, step_size=eps, random_init=False`` is FGSM. Returns the last iterate (detached).
+    ``steps=1, step_size=eps, random_init=False`` is FGSM. ``start``: an initial perturbation per
+    image (projected onto the ε-ball; replaces the random start), e.g. one carried over from an
+    earlier run. Returns the last iterate (detached).
     """
     if steps < 1:
         raise ValueError("steps must be >= 1")
     alpha = default_step_size(eps, steps) if step_size is None else step_size
     x0 = images.detach()
-    if random_init:
+    if start is not None:
+        delta = project(start.detach().to(x0.device, x0.dtype), eps, norm)
+        x = (x0 + delta).clamp(0, 1)
+    elif random_init:
         delta = random_start(tuple(x0.shape), eps, norm, rng).to(x0.device, x0.dtype)
         x = (x0 + delta).clamp(0, 1)
     else:

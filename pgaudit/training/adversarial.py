@@ -2,8 +2,9 @@
 
 Reuses :func:`pgaudit.attacks.native.pgd` (L∞, random start, ``x ← Π_ε(clip₀¹(x + α·sign ∇))``)
 with the localization objective of :mod:`pgaudit.attacks.objectives` (``mean(s | m=0) −
-mean(s | m=1)`` per image, summed over the batch), optionally plus ``image_score_weight`` times the
-detection objective on the top-k image score. During the attack the model is in eval mode (no
+mean(s | m=1)`` per image, summed over the batch); on normal images optionally plus
+``topk_weight`` times the detection objective (raise the top-k image score), the score an audit's
+detection attack pushes up. During the attack the model is in eval mode (no
 dropout), its parameters have ``requires_grad=False`` (no parameter gradients are computed) and it
 is called without ``return_attention`` (no attention matrices are materialised).
 """
@@ -26,14 +27,16 @@ def training_attack(
     eps: float,
     steps: int,
     step_size_factor: float = 2.5,
-    image_score_weight: float = 0.0,
+    topk_weight: float = 0.0,
     rng: np.random.RandomState | None = None,
+    start: Tensor | None = None,
 ) -> Tensor:
     """Adversarial versions of ``images`` (``[B,3,S,S]`` in [0,1]) against their patch labels.
 
     ``grid_labels``: ``[B,h,w]`` patch labels (all zero for normal images); an image is anomalous
     for the detection term when any of its patches is. ``rng`` draws the random start (pass a
-    seeded one for reproducible runs). Returns detached images in [0, 1].
+    seeded one for reproducible runs); ``start`` replaces the random start (e.g. perturbations
+    carried over from the previous epoch). Returns detached images in [0, 1].
     """
     if eps <= 0 or steps < 1:
         return images.detach()
@@ -42,8 +45,9 @@ def training_attack(
     def objective(x: Tensor) -> Tensor:
         logits = model(x)
         values = localization_objective(logits, grid_labels)
-        if image_score_weight:
-            values = values + image_score_weight * detection_objective(model, logits, image_labels)
+        if topk_weight:  # normal images only: an anomalous image's top-k is its defect
+            raise_topk = detection_objective(model, logits, image_labels) * (1 - image_labels)
+            values = values + topk_weight * raise_topk
         return values
 
     was_training = model.training
@@ -59,6 +63,7 @@ def training_attack(
             step_size=step_size_factor * eps / steps,
             random_init=True,
             rng=rng,
+            start=start,
         )
     finally:
         unfreeze(model, flags)

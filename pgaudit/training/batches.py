@@ -142,7 +142,7 @@ class PseudoAnomalyBatches(Dataset):
     """Maps a :class:`BatchSpec` to a training batch (run inside DataLoader workers).
 
     Returns ``{"images": [B,3,S,S], "anomalies": [B,3,S,S], "masks": [B,S,S] (pixel),
-    "labels": [B,h,w] (patch labels, any-pixel rule)}``.
+    "labels": [B,h,w] (patch labels, any-pixel rule), "indices": [B] (dataset positions)}``.
     """
 
     def __init__(
@@ -175,6 +175,7 @@ class PseudoAnomalyBatches(Dataset):
             "anomalies": anomalies,
             "masks": masks,
             "labels": mask_to_grid(masks, self.grid),
+            "indices": torch.tensor(spec.items, dtype=torch.long),
         }
 
 

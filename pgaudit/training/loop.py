@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from pgaudit.attacks.native import random_start
 from pgaudit.data.dataset import AnomalyDataset
 from pgaudit.data.records import Category
 from pgaudit.devices import resolve_device
@@ -44,7 +45,8 @@ from pgaudit.models.presets import TrainConfig
 from pgaudit.training import distributed
 from pgaudit.training.adversarial import training_attack
 from pgaudit.training.batches import PerImageRandomState, batch_loader, derive_seed, image_seeds
-from pgaudit.training.loss import attention_regulariser, four_term_bce, image_bce
+from pgaudit.training.loss import attention_regulariser, four_term_bce
+from pgaudit.training.perturbations import PerturbationBank
 
 EpochCallback = Callable[[dict[str, Any]], None]
 
@@ -128,26 +130,39 @@ def train_step(
     eps: float,
     rng: np.random.RandomState | None,
     reg_weights: tuple[float, ...] | None,
-    top_k: int = 3,
     attacked: nn.Module | None = None,  # what PGD differentiates (default model; DDP: .module)
+    bank: PerturbationBank | None = None,
 ) -> dict[str, float]:
     """One update on a FAPA batch; returns the loss, its parts and timings (floats; ``*_s`` wall,
-    ``*_cpu_s`` process CPU seconds)."""
+    ``*_cpu_s`` process CPU seconds).
+
+    ``bank``: perturbations carried across epochs (``batch["indices"]`` names the images); an
+    image's stored perturbation starts the attack on it and on its pseudo-anomaly, and its new
+    adversarial perturbation is stored back.
+    """
     images, anomalies, labels = batch["images"], batch["anomalies"], batch["labels"]
     zeros = torch.zeros_like(labels)
     t0, c0 = time.perf_counter(), time.process_time()
     if config.adversarial and eps > 0:
+        inputs = torch.cat([images, anomalies])
+        start = None
+        if bank is not None:
+            start = random_start(tuple(inputs.shape), eps, "inf", rng).to(inputs)
+            start = torch.cat([bank.fill(half, batch["indices"], eps) for half in start.chunk(2)])
         both = training_attack(  # weights frozen: under DDP, the unwrapped module (no sync)
             attacked if attacked is not None else model,
-            torch.cat([images, anomalies]),
+            inputs,
             torch.cat([zeros, labels]),
             eps=eps,
             steps=config.steps,
             step_size_factor=config.step_size_factor,
-            image_score_weight=config.image_score_weight,
+            topk_weight=config.attack_topk_weight,
             rng=rng,
+            start=start,
         )
         adv_images, adv_anomalies = both.chunk(2)
+        if bank is not None:
+            bank.record(batch["indices"], adv_images, images)
         inputs = torch.cat([images, adv_images, anomalies, adv_anomalies])
         targets = torch.cat([zeros, zeros, labels, labels])
         groups = 4
@@ -163,11 +178,6 @@ def train_step(
         logits, reg = model(inputs), inputs.new_zeros(())
     bce, terms = four_term_bce(logits, targets, groups)
     loss = bce + reg
-    img = inputs.new_zeros(())
-    if config.image_score_weight:
-        image_labels = (targets.flatten(1).amax(dim=1) > 0).to(logits.dtype)
-        img = image_bce(logits, image_labels, top_k)
-        loss = loss + config.image_score_weight * img
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if config.grad_clip > 0:
@@ -180,7 +190,6 @@ def train_step(
     return {
         "loss": float(loss.detach()),
         "reg": float(reg.detach()),
-        "image_bce": float(img.detach()),
         **parts,
         "attack_s": t1 - t0,
         "update_s": time.perf_counter() - t1,
@@ -292,7 +301,6 @@ def harden(
     )
     if config.regularise and reg_weights is None:
         notes.append("attention regulariser off: the model does not return attention")
-    top_k = int(getattr(model, "top_k", 3))
 
     dataset = AnomalyDataset(category.train, image_size, cache=True)
     global_batch = min(config.batch_size, len(dataset))
@@ -327,10 +335,17 @@ def harden(
         trained = DistributedDataParallel(
             model, device_ids=[dev.index] if dev.type == "cuda" else None
         )
+    bank = (
+        PerturbationBank(len(dataset), (3, image_size, image_size))
+        if config.adversarial and config.carry_perturbations
+        else None
+    )
     history: list[dict[str, Any]] = []
     start_epoch = 0
     if payload is not None:
         saved = payload["resume"]
+        if bank is not None and "perturbations" in saved:
+            bank.load_state_dict(saved["perturbations"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         history = list(saved.get("history", []))
@@ -363,7 +378,7 @@ def harden(
                 fetch_s += time.perf_counter() - t_fetch
                 batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
                 step = epoch * steps_per_epoch + index
-                eps = eps_at(config, step, steps_per_epoch)
+                eps = eps_at(config, step, steps_per_epoch) if config.adversarial else 0.0
                 positions = range(rank * share, (rank + 1) * share)  # in the global batch
                 rng = PerImageRandomState(  # PGD starts: images, then pseudo-anomalies
                     image_seeds(seed, epoch, index, positions, 4)
@@ -377,8 +392,8 @@ def harden(
                     eps=eps,
                     rng=rng,
                     reg_weights=reg_weights,
-                    top_k=top_k,
                     attacked=model,
+                    bank=bank,
                 )
                 if workers > 1:  # log the loss of the global batch, not of this share
                     losses = {k: v for k, v in parts.items() if not k.endswith("_s")}
@@ -422,6 +437,7 @@ def harden(
                         "scheduler": scheduler.state_dict(),
                         "torch_rng": torch.get_rng_state(),
                         "history": history,
+                        **({"perturbations": bank.state_dict()} if bank is not None else {}),
                     }
                 )
                 save_checkpoint(

@@ -4,7 +4,6 @@
 - :func:`attention_kl`: ``KL(uniform ‖ attention)`` mean-reduced over every element (the convention
   of ``F.kl_div(log A, U, reduction="mean")``), i.e. ``mean_{b,h,i,j} u·(log u − log A_bhij)`` with
   ``u = 1/N``.
-- :func:`image_bce`: the optional extra term on the top-k image score (``image_score_weight``).
 """
 
 from __future__ import annotations
@@ -14,8 +13,6 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-
-from pgaudit.models.detector import topk_mean
 
 #: Floor on attention probabilities before the log (softmax outputs can underflow to 0).
 _ATTN_FLOOR = 1e-12
@@ -27,11 +24,6 @@ def patch_bce(logits: Tensor, labels: Tensor) -> Tensor:
         logits.flatten(1), labels.flatten(1).to(logits.dtype), reduction="none"
     )
     return per_patch.sum(dim=1).mean()
-
-
-def image_bce(logits: Tensor, labels: Tensor, k: int) -> Tensor:
-    """BCE-with-logits of the top-k image score against image labels (0 normal, 1 anomalous)."""
-    return F.binary_cross_entropy_with_logits(topk_mean(logits, k), labels.to(logits.dtype))
 
 
 def attention_kl(attention: Tensor) -> Tensor:
