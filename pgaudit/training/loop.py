@@ -4,7 +4,9 @@
 ``[B, h, w]``; it asks for attention (``model(x, return_attention=True)``) only when the
 regulariser is on and the model's forward accepts that keyword. Every batch contributes four
 BCE terms (clean normal, PGD normal, clean pseudo-anomalies, PGD pseudo-anomalies) computed in
-one concatenated training forward; the attacks run with frozen weights on the fused path.
+one concatenated training forward; the attacks run with frozen weights on the fused path. With
+``carry_perturbations`` each image's attack starts from its perturbation of the previous epoch
+(:mod:`pgaudit.training.perturbations`).
 
 After every epoch the checkpoint is rewritten atomically with the optimizer/scheduler state, and a
 JSON line is appended to ``<out>.log.jsonl``; ``resume=True`` continues from that state. All
