@@ -167,6 +167,19 @@ _CARRY_HELP = (
     "steps accumulate across epochs (default: the preset's)."
 )
 
+_EMA_HELP = "Keep a moving average of the weights with this decay, e.g. 0.99 (0: off)."
+_VAL_HELP = (
+    "Hold out this fraction of the normal training images (plus their pseudo-anomalies) and "
+    "validate every epoch, clean and under PGD."
+)
+_SELECT_HELP = (
+    "Keep the epoch with the best robust validation score among those within the preset's "
+    "margin of the best clean one (needs --val-fraction)."
+)
+_TRADES_HELP = (
+    "TRADES balance: adversarial terms become β·KL(clean ‖ adversarial) (0: the paper's)."
+)
+
 
 def _harden_command(
     spec: str,
@@ -190,6 +203,10 @@ def _harden_command(
     backbone_weights: Path | None,
     pretrained: bool,
     nproc: int = 1,
+    ema_decay: float | None = None,
+    val_fraction: float | None = None,
+    select: bool | None = None,
+    trades_beta: float | None = None,
 ) -> None:
     """Shared body of `train` and `harden`: build the model, run the loop, print a summary."""
     from dataclasses import replace
@@ -216,7 +233,10 @@ def _harden_command(
             spec, preset=preset, seed=seed, backbone_weights=backbone_weights, pretrained=pretrained
         )
         model = resumed_model(out) if resume and out.is_file() else start.model
-        changes = dict(epochs=epochs, batch_size=batch_size, lr=lr, steps=steps)
+        changes = dict(
+            epochs=epochs, batch_size=batch_size, lr=lr, steps=steps, ema_decay=ema_decay,
+            val_fraction=val_fraction, select=select, trades_beta=trades_beta,
+        )  # fmt: skip
         if eps is not None:
             changes["eps"] = parse_eps(eps)
         if clean:
@@ -264,6 +284,17 @@ def _harden_command(
         show.print(f"pseudo-anomaly placement: {result.foreground}", highlight=False)
         for note in result.notes:
             show.print(f"note: {note}", highlight=False, soft_wrap=True)
+        if result.validation is not None:
+            val = result.validation
+            robust = f", robust {val['robust']:.3f}" if val.get("robust") is not None else ""
+            kept = "selected" if val["selected"] else "last"
+            show.print(
+                f"held-out validation ({val['held_out_images']} normal images + pseudo-anomalies; "
+                f"mean of image and patch AUROC): clean {val['clean']:.3f}{robust} "
+                f"at epoch {val['epoch']} ({kept})",
+                highlight=False,
+                soft_wrap=True,
+            )
         resumed = f" (resumed at epoch {result.start_epoch})" if result.start_epoch else ""
         on = result.device + (f" x {result.workers} processes" if result.workers > 1 else "")
         loss = result.final_loss
@@ -294,6 +325,10 @@ def harden_cmd(
     clean: bool = typer.Option(False, "--clean", help="No adversarial terms (the baseline)."),
     no_reg: bool = typer.Option(False, "--no-reg", help="No attention regulariser."),
     carry: bool | None = typer.Option(None, "--carry/--no-carry", help=_CARRY_HELP),
+    ema_decay: float | None = typer.Option(None, "--ema-decay", help=_EMA_HELP),
+    val_fraction: float | None = typer.Option(None, "--val-fraction", help=_VAL_HELP),
+    select: bool | None = typer.Option(None, "--select/--no-select", help=_SELECT_HELP),
+    trades_beta: float | None = typer.Option(None, "--trades-beta", help=_TRADES_HELP),
     seed: int = typer.Option(0, "--seed", help="Random seed (deterministic on the CPU)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out."),
@@ -312,6 +347,7 @@ def harden_cmd(
         batch_size=batch_size, lr=lr, eps=eps, steps=steps, clean=clean, no_reg=no_reg,
         carry=carry, seed=seed, device=device, resume=resume, workers=workers,
         backbone_weights=backbone_weights, pretrained=pretrained, nproc=nproc,
+        ema_decay=ema_decay, val_fraction=val_fraction, select=select, trades_beta=trades_beta,
     )  # fmt: skip
 
 
@@ -329,6 +365,10 @@ def train_cmd(
     clean: bool = typer.Option(False, "--clean", help="No adversarial terms (the baseline)."),
     no_reg: bool = typer.Option(False, "--no-reg", help="No attention regulariser."),
     carry: bool | None = typer.Option(None, "--carry/--no-carry", help=_CARRY_HELP),
+    ema_decay: float | None = typer.Option(None, "--ema-decay", help=_EMA_HELP),
+    val_fraction: float | None = typer.Option(None, "--val-fraction", help=_VAL_HELP),
+    select: bool | None = typer.Option(None, "--select/--no-select", help=_SELECT_HELP),
+    trades_beta: float | None = typer.Option(None, "--trades-beta", help=_TRADES_HELP),
     seed: int = typer.Option(0, "--seed", help="Random seed (deterministic on the CPU)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out."),
@@ -347,6 +387,7 @@ def train_cmd(
         batch_size=batch_size, lr=lr, eps=eps, steps=steps, clean=clean, no_reg=no_reg,
         carry=carry, seed=seed, device=device, resume=resume, workers=workers,
         backbone_weights=backbone_weights, pretrained=pretrained, nproc=nproc,
+        ema_decay=ema_decay, val_fraction=val_fraction, select=select, trades_beta=trades_beta,
     )  # fmt: skip
 
 

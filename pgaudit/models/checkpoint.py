@@ -36,10 +36,15 @@ def save_checkpoint(
     *,
     training: dict[str, Any] | None = None,
     resume_state: dict[str, Any] | None = None,
+    state_dict: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``model`` (+ training summary, + optimizer/scheduler state for resuming) to ``path``."""
+    """Write ``model`` (+ training summary, + optimizer/scheduler state for resuming) to ``path``.
+
+    ``state_dict``: the weights to store instead of the model's own (e.g. their moving average).
+    """
     path = Path(path)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    weights = model.state_dict() if state_dict is None else state_dict
+    state = {k: v.detach().cpu().contiguous() for k, v in weights.items()}
     payload: dict[str, Any] = {
         "format": FORMAT,
         "pgaudit_version": __version__,

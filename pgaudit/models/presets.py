@@ -29,6 +29,13 @@ class TrainConfig:
     attack_topk_weight: float = 0.0  # the training attack also raises normal images' top-k score
     carry_perturbations: bool = False  # start each image's attack from its last one (epochs)
     grad_clip: float = 1.0
+    # Keeping clean accuracy (pgaudit.training.ema / .validation; 0 / False: off, the paper's recipe)
+    ema_decay: float = 0.0  # exponential moving average of the weights; the checkpoint holds it
+    val_fraction: float = 0.0  # normal training images held out for validation (never trained on)
+    val_steps: int = 5  # PGD steps of the validation attack (full eps)
+    select: bool = False  # keep the epoch the selection rule picks (needs val_fraction > 0)
+    select_margin: float = 0.02  # ... the best robust score within this of the best clean score
+    trades_beta: float = 0.0  # > 0: adversarial terms = beta * KL(clean || adversarial) (TRADES)
 
 
 @dataclass(frozen=True)

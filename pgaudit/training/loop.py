@@ -22,6 +22,7 @@ rounding (dropout masks aside). Rank 0 alone shows progress and writes the check
 
 from __future__ import annotations
 
+import copy
 import inspect
 import json
 import math
@@ -47,8 +48,16 @@ from pgaudit.models.presets import TrainConfig
 from pgaudit.training import distributed
 from pgaudit.training.adversarial import training_attack
 from pgaudit.training.batches import PerImageRandomState, batch_loader, derive_seed, image_seeds
-from pgaudit.training.loss import attention_regulariser, four_term_bce
+from pgaudit.training.ema import WeightAverage
+from pgaudit.training.loss import attention_regulariser, four_term_bce, patch_bce, patch_kl
 from pgaudit.training.perturbations import PerturbationBank
+from pgaudit.training.validation import (
+    Selection,
+    ValidationSet,
+    make_validation_set,
+    split_validation,
+    validate,
+)
 
 EpochCallback = Callable[[dict[str, Any]], None]
 
@@ -69,6 +78,7 @@ class HardenResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     workers: int = 1  # training processes (torch.distributed world size)
+    validation: dict[str, Any] | None = None  # held-out figures of the kept weights (if any)
 
     @property
     def final_loss(self) -> float | None:
@@ -178,7 +188,17 @@ def train_step(
         reg = attention_regulariser(attentions, reg_weights)
     else:
         logits, reg = model(inputs), inputs.new_zeros(())
-    bce, terms = four_term_bce(logits, targets, groups)
+    if groups == 4 and config.trades_beta > 0:  # TRADES: adversarial terms pull towards clean
+        clean, adv, fapa, fapa_adv = logits.chunk(4)
+        terms = [
+            patch_bce(clean, zeros),
+            config.trades_beta * patch_kl(clean, adv),
+            patch_bce(fapa, labels),
+            config.trades_beta * patch_kl(fapa, fapa_adv),
+        ]
+        bce = torch.stack(terms).sum()
+    else:
+        bce, terms = four_term_bce(logits, targets, groups)
     loss = bce + reg
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -229,7 +249,7 @@ def _progress(enabled: bool):
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.3f}  ε {task.fields[eps]:.4f}"),
+        TextColumn("loss {task.fields[loss]:.3f}  ε {task.fields[eps]:.4f}{task.fields[val]}"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         disable=not enabled,
@@ -271,6 +291,12 @@ def harden(
         raise PgauditError("--epochs, --batch-size and --lr must be positive.")
     if config.adversarial and config.steps < 1:
         raise PgauditError("--steps must be at least 1 for adversarial training (or use --clean).")
+    if config.select and config.val_fraction <= 0:
+        raise PgauditError("--select needs held-out images: pass --val-fraction above 0.")
+    if not 0 <= config.val_fraction < 1:
+        raise PgauditError(f"--val-fraction {config.val_fraction}: use a number in [0, 1).")
+    if not 0 <= config.ema_decay < 1:
+        raise PgauditError(f"--ema-decay {config.ema_decay}: use 0 (off) or a number below 1.")
 
     notes: list[str] = []
     payload = _resume_state(out_path) if resume else None  # type: ignore[arg-type]
@@ -282,8 +308,9 @@ def harden(
         if changed:
             notes.append(f"resumed with the saved settings (ignored: {', '.join(sorted(changed))})")
         config = saved_config
+        seed = int(saved.get("seed", seed))
         try:
-            model.load_state_dict(payload["state_dict"])
+            model.load_state_dict(saved.get("model_state", payload["state_dict"]))
         except RuntimeError:
             raise PgauditError(
                 f"--resume: {out_path} was written for another model; pass the same MODEL or "
@@ -304,7 +331,8 @@ def harden(
     if config.regularise and reg_weights is None:
         notes.append("attention regulariser off: the model does not return attention")
 
-    dataset = AnomalyDataset(category.train, image_size, cache=True)
+    train_ids, val_ids = split_validation(len(category.train), config.val_fraction, seed)
+    dataset = AnomalyDataset([category.train[i] for i in train_ids], image_size, cache=True)
     global_batch = min(config.batch_size, len(dataset))
     if global_batch % workers:
         raise PgauditError(
@@ -325,6 +353,13 @@ def harden(
         world_size=workers,
     )
     steps_per_epoch = len(sampler)
+    vset: ValidationSet | None = None
+    if val_ids:
+        held = AnomalyDataset([category.train[i] for i in val_ids], image_size)
+        vset = make_validation_set([held[i] for i in range(len(held))], grid, fapa, seed=seed)
+    ema = WeightAverage(model, config.ema_decay) if config.ema_decay > 0 else None
+    judged = copy.deepcopy(model) if ema is not None and vset is not None else model
+    selection = Selection(config.select_margin, config.adversarial) if config.select else None
     total_steps = config.epochs * steps_per_epoch
 
     params = [p for p in model.parameters() if p.requires_grad]
@@ -352,7 +387,10 @@ def harden(
         scheduler.load_state_dict(saved["scheduler"])
         history = list(saved.get("history", []))
         start_epoch = int(saved["epoch"])
-        seed = int(saved.get("seed", seed))
+        if ema is not None:
+            ema.load_state_dict(saved["ema"])
+        if selection is not None:
+            selection.load_state_dict(saved["selection"])
     log = log_path(out_path) if out_path is not None else None
     if log is not None and main:
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -366,6 +404,7 @@ def harden(
             total=(config.epochs - start_epoch) * steps_per_epoch,
             loss=float("nan"),
             eps=0.0,
+            val="",
         )
         for epoch in range(start_epoch, config.epochs):
             torch.manual_seed(derive_seed(seed, epoch, 3, *([rank] if workers > 1 else [])))
@@ -401,6 +440,8 @@ def harden(
                     losses = {k: v for k, v in parts.items() if not k.endswith("_s")}
                     parts.update(distributed.all_reduce_mean(losses, dev))
                 scheduler.step()
+                if ema is not None:
+                    ema.update(model)
                 for key, value in parts.items():
                     sums[key] = sums.get(key, 0.0) + value
                 n_images += batch["images"].shape[0] * workers
@@ -425,9 +466,21 @@ def harden(
                 "attack_s": sums.get("attack_s", 0.0),
                 "update_s": sums.get("update_s", 0.0),
             }
+            last = epoch + 1 == config.epochs
+            if vset is not None:
+                if ema is not None:
+                    ema.copy_to(judged)
+                scores = validate(
+                    judged, vset, eps=config.eps, steps=config.val_steps,
+                    seed=derive_seed(seed, 6), device=dev, robust=config.adversarial,
+                )  # fmt: skip
+                record.update({f"val_{k}": v for k, v in scores.items()})
+                if selection is not None:
+                    selection.offer(epoch + 1, scores, judged.state_dict())
+                bar.update(task, val="  val " + " / ".join(f"{v:.3f}" for v in scores.values()))
             history.append(record)
+            kept = _kept_weights(model, ema, selection, last)
             if out_path is not None and main:
-                last = epoch + 1 == config.epochs
                 resume_state = (
                     None
                     if last
@@ -440,19 +493,28 @@ def harden(
                         "torch_rng": torch.get_rng_state(),
                         "history": history,
                         **({"perturbations": bank.state_dict()} if bank is not None else {}),
+                        **({"ema": ema.state_dict()} if ema is not None else {}),
+                        **({"selection": selection.state_dict()} if selection is not None else {}),
+                        **({"model_state": model.state_dict()} if kept is not None else {}),
                     }
                 )
                 save_checkpoint(
                     out_path,
                     model,
-                    training=_summary(config, history, seed, foreground, category),
+                    training=_summary(
+                        config, history, seed, foreground, category, val_ids, selection
+                    ),
                     resume_state=resume_state,
+                    state_dict=kept,
                 )
                 with log.open("a") as handle:  # type: ignore[union-attr]
                     handle.write(json.dumps(record) + "\n")
             if on_epoch is not None:
                 on_epoch(record)
     distributed.barrier()  # no process returns before rank 0 has saved the checkpoint
+    kept = _kept_weights(model, ema, selection, True)
+    if kept is not None:
+        model.load_state_dict(kept)
     model.eval()
     return HardenResult(
         model=model,
@@ -467,7 +529,36 @@ def harden(
         history=history,
         notes=notes,
         workers=workers,
+        validation=_validation_summary(history, selection, len(val_ids)),
     )
+
+
+def _kept_weights(
+    model: nn.Module, ema: WeightAverage | None, selection: Selection | None, last: bool
+) -> dict[str, Tensor] | None:
+    """The weights the checkpoint holds, when not the model's own: after the last epoch the
+    selected epoch's (or the moving average), before it the moving average."""
+    if last and selection is not None and selection.chosen() is not None:
+        return selection.weights[selection.chosen()]  # type: ignore[index]
+    return ema.state if ema is not None else None
+
+
+def _validation_summary(
+    history: list[dict[str, Any]], selection: Selection | None, n_held: int
+) -> dict[str, Any] | None:
+    """Held-out figures of the weights that were kept (the selected epoch, else the last one)."""
+    validated = [r for r in history if "val_clean" in r]
+    if not validated:
+        return None
+    epoch = selection.chosen() if selection is not None else None
+    row = next((r for r in validated if r["epoch"] == epoch), validated[-1])
+    return {
+        "epoch": int(row["epoch"]),
+        "selected": epoch is not None,
+        "held_out_images": n_held,
+        "clean": row["val_clean"],
+        "robust": row.get("val_robust"),
+    }
 
 
 def _summary(
@@ -476,16 +567,20 @@ def _summary(
     seed: int,
     foreground: str,
     category: Category,
+    val_ids: list[int],
+    selection: Selection | None,
 ) -> dict[str, Any]:
-    """The ``training`` block of the checkpoint: recipe, data, progress."""
+    """The ``training`` block of the checkpoint: recipe, data, progress, validation."""
     return {
         "recipe": asdict(config),
         "seed": seed,
         "category": category.name,
         "data": str(category.root),
-        "train_images": len(category.train),
+        "train_images": len(category.train) - len(val_ids),
         "foreground": foreground,
         "epochs_done": len(history),
         "final_loss": history[-1]["loss"] if history else None,
         "seconds": sum(r["seconds"] for r in history),
+        "validation_images": [category.train[i].image.name for i in val_ids],
+        "validation": _validation_summary(history, selection, len(val_ids)),
     }

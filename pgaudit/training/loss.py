@@ -54,3 +54,15 @@ def four_term_bce(logits: Tensor, labels: Tensor, groups: int) -> tuple[Tensor, 
         patch_bce(lg, lb) for lg, lb in zip(logits.chunk(groups), labels.chunk(groups), strict=True)
     ]
     return torch.stack(terms).sum(), terms
+
+
+def patch_kl(clean_logits: Tensor, adv_logits: Tensor) -> Tensor:
+    """``KL(Bernoulli(σ(clean)) ‖ Bernoulli(σ(adv)))`` summed over patches, averaged over images.
+
+    The TRADES term (Zhang et al. 2019) for per-patch binary outputs; gradients flow through both
+    arguments, as in TRADES.
+    """
+    c, a = clean_logits.flatten(1), adv_logits.flatten(1)
+    p = torch.sigmoid(c)
+    kl = p * (F.logsigmoid(c) - F.logsigmoid(a)) + (1 - p) * (F.logsigmoid(-c) - F.logsigmoid(-a))
+    return kl.sum(dim=1).mean()

@@ -1,0 +1,176 @@
+"""Keeping clean accuracy: held-out validation, the selection rule, EMA weights, TRADES, resume."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+from small_models import SMALL
+
+import pgaudit.training.loop as loop
+from pgaudit.data.layouts import open_category
+from pgaudit.data.records import Category
+from pgaudit.data.synth import make_synthetic_dataset
+from pgaudit.errors import PgauditError
+from pgaudit.models.checkpoint import read_torch_file
+from pgaudit.models.patchguard import PatchGuard
+from pgaudit.models.presets import TrainConfig
+from pgaudit.training.ema import WeightAverage
+from pgaudit.training.loop import harden
+from pgaudit.training.loss import patch_kl
+from pgaudit.training.validation import Selection, select_epoch, split_validation
+
+RECIPE = TrainConfig(
+    epochs=3, batch_size=8, lr=1e-3, steps=1, eps_warmup_epochs=0, fapa_max_side=60,
+    val_fraction=0.25, val_steps=1, select=True, ema_decay=0.9,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def widget(tmp_path_factory) -> Category:
+    root = tmp_path_factory.mktemp("synth")
+    make_synthetic_dataset(root, size=64, n_train=20, n_test=10, categories=("widget",))
+    return open_category(root / "widget")
+
+
+def _model(seed: int = 0) -> PatchGuard:
+    torch.manual_seed(seed)
+    return PatchGuard(SMALL)
+
+
+def test_validation_split_is_disjoint_deterministic_and_bounded() -> None:
+    for n, fraction in ((60, 0.15), (20, 0.25), (3, 0.1), (2, 0.5)):
+        train, held = split_validation(n, fraction, seed=4)
+        assert sorted(train + held) == list(range(n)) and not set(train) & set(held)
+        assert len(held) >= 2 or n < 3 and len(held) == 1 and train
+        assert split_validation(n, fraction, seed=4) == (train, held)
+    assert split_validation(60, 0.15, 4)[1] != split_validation(60, 0.15, 5)[1]
+    assert split_validation(10, 0.0, 1) == (list(range(10)), [])
+
+
+def test_harden_never_trains_on_the_held_out_images(widget, monkeypatch) -> None:
+    seen: list[str] = []
+    original = loop.batch_loader
+
+    def spy(dataset, *args, **kwargs):
+        seen.extend(s.image.name for s in dataset.samples)
+        return original(dataset, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "batch_loader", spy)
+    result = harden(_model(), widget, replace(RECIPE, epochs=1), seed=2, device="cpu")
+    held = {widget.train[i].image.name for i in split_validation(20, 0.25, 2)[1]}
+    assert len(seen) == 15 and len(held) == 5 and not held & set(seen)
+    assert result.validation["held_out_images"] == 5
+
+
+PLANTED = [  # clean, robust per epoch
+    {"epoch": 1, "clean": 0.70, "robust": 0.10},
+    {"epoch": 2, "clean": 0.95, "robust": 0.30},
+    {"epoch": 3, "clean": 0.99, "robust": 0.35},
+    {"epoch": 4, "clean": 0.96, "robust": 0.60},  # best robust, but 0.03 below the best clean
+    {"epoch": 5, "clean": 0.975, "robust": 0.50},
+    {"epoch": 6, "clean": 0.98, "robust": 0.50},  # ties epoch 5 on robust with a higher clean
+]
+
+
+def test_selection_rule_on_a_planted_history() -> None:
+    assert select_epoch(PLANTED, margin=0.02, robust=True) == 6
+    assert select_epoch(PLANTED, margin=0.05, robust=True) == 4
+    assert select_epoch(PLANTED, margin=0.0, robust=True) == 3
+    assert select_epoch(PLANTED, margin=0.02, robust=False) == 3
+    assert select_epoch([], margin=0.02, robust=True) is None
+    tie = [{"epoch": 1, "clean": 0.9, "robust": 0.4}, {"epoch": 2, "clean": 0.9, "robust": 0.4}]
+    assert select_epoch(tie, margin=0.0, robust=True) == 2
+
+
+def test_selection_keeps_the_weights_the_rule_can_still_pick() -> None:
+    selection = Selection(margin=0.02, robust=True)
+    for h in PLANTED:
+        selection.offer(h["epoch"], {"clean": h["clean"], "robust": h["robust"]},
+                        {"w": torch.full((2,), float(h["epoch"]))})  # fmt: skip
+        assert selection.chosen() in selection.weights
+    # 1, 2 and 5 are dominated (another epoch is at least as clean and more robust)
+    assert set(selection.weights) == {3, 4, 6}
+    assert selection.weights[6]["w"][0] == 6
+
+
+def test_weight_average_follows_its_formula() -> None:
+    model = torch.nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+    ema = WeightAverage(model, decay=0.9)
+    expected = 0.0
+    for step in range(1, 30):
+        with torch.no_grad():
+            model.weight.fill_(float(step))
+        ema.update(model)
+        d = min(0.9, (1 + step) / (10 + step))
+        expected = d * expected + (1 - d) * step
+    assert torch.allclose(ema.state["weight"], torch.full((1, 2), expected))
+
+
+def test_checkpoint_holds_the_kept_weights_and_records_validation(
+    widget, tmp_path, monkeypatch
+) -> None:
+    averages: list[WeightAverage] = []
+    init = WeightAverage.__init__
+
+    def keep(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        averages.append(self)
+
+    monkeypatch.setattr(WeightAverage, "__init__", keep)
+    ema_only = replace(RECIPE, select=False)
+    result = harden(_model(), widget, ema_only, out=tmp_path / "e.pt", seed=1, device="cpu")
+    saved = read_torch_file(tmp_path / "e.pt")
+    for key, value in averages[0].state.items():
+        assert torch.equal(saved["state_dict"][key], value)
+        assert torch.equal(result.model.state_dict()[key], value)
+    raw = harden(_model(), widget, replace(ema_only, ema_decay=0.0), seed=1, device="cpu")
+    assert any(not torch.equal(raw.model.state_dict()[k], v) for k, v in averages[0].state.items())
+
+    selected = harden(_model(), widget, RECIPE, out=tmp_path / "s.pt", seed=1, device="cpu")
+    saved = read_torch_file(tmp_path / "s.pt")
+    summary = saved["training"]["validation"]
+    assert summary["selected"] and summary == selected.validation
+    history = [{"epoch": r["epoch"], "clean": r["val_clean"], "robust": r["val_robust"]}
+               for r in selected.history]  # fmt: skip
+    assert summary["epoch"] == select_epoch(history, RECIPE.select_margin, robust=True)
+    assert len(saved["training"]["validation_images"]) == 5
+    log = (tmp_path / "s.log.jsonl").read_text().splitlines()
+    assert len(log) == 3 and all('"val_clean"' in line and '"val_robust"' in line for line in log)
+
+
+def test_resume_is_exact_with_ema_and_selection(widget, tmp_path) -> None:
+    straight = harden(_model(), widget, RECIPE, out=tmp_path / "a.pt", seed=3, device="cpu")
+    calls = {"n": 0}
+
+    def stop_after_two(record):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        harden(_model(), widget, RECIPE, out=tmp_path / "c.pt", seed=3, device="cpu",
+               on_epoch=stop_after_two)  # fmt: skip
+    resumed = harden(_model(seed=9), widget, RECIPE, out=tmp_path / "c.pt", seed=3,
+                     device="cpu", resume=True)  # fmt: skip
+    assert resumed.start_epoch == 2
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[key], value), key
+    assert resumed.validation == straight.validation
+
+
+def test_trades_term_is_a_kl_and_bad_settings_are_refused(widget) -> None:
+    logits = torch.randn(3, 4, 4)
+    assert patch_kl(logits, logits).abs().item() < 1e-6
+    assert patch_kl(logits, logits + 1).item() > 0
+    model = _model()
+    result = harden(model, widget, replace(RECIPE, epochs=1, trades_beta=2.0, select=False,
+                                           val_fraction=0.0), device="cpu")  # fmt: skip
+    assert {"bce_clean", "bce_adv", "bce_fapa", "bce_fapa_adv"} <= set(result.history[0])
+    with pytest.raises(PgauditError, match="--val-fraction"):
+        harden(_model(), widget, replace(RECIPE, val_fraction=0.0), device="cpu")
+    with pytest.raises(PgauditError, match="--ema-decay"):
+        harden(_model(), widget, replace(RECIPE, ema_decay=1.0), device="cpu")
