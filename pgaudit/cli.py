@@ -239,8 +239,7 @@ def _harden_command(
         )  # fmt: skip
         if eps is not None:
             changes["eps"] = parse_eps(eps)
-        if clean:
-            changes["adversarial"] = False
+        changes["adversarial"] = not clean  # a clean-trained checkpoint is hardened too
         if no_reg:
             changes["regularise"] = False
         if carry is not None:

@@ -174,3 +174,26 @@ def test_trades_term_is_a_kl_and_bad_settings_are_refused(widget) -> None:
         harden(_model(), widget, replace(RECIPE, val_fraction=0.0), device="cpu")
     with pytest.raises(PgauditError, match="--ema-decay"):
         harden(_model(), widget, replace(RECIPE, ema_decay=1.0), device="cpu")
+
+
+def test_cli_harden_of_an_existing_detector_takes_the_same_options(widget, run_cli, tmp_path):
+    first = tmp_path / "m.pt"
+    res = run_cli("train", widget.root, "--out", first, "--epochs", "1", "--clean",
+                  "--device", "cpu", "--workers", "0")  # fmt: skip
+    assert res.exit_code == 0, res.stderr
+    out = tmp_path / "h.pt"
+    res = run_cli("harden", first, widget.root, "--out", out, "--epochs", "2", "--steps", "1",
+                  "--ema-decay", "0.9", "--val-fraction", "0.25", "--select",
+                  "--trades-beta", "0.5", "--device", "cpu", "--workers", "0")  # fmt: skip
+    assert res.exit_code == 0, res.stderr
+    training = read_torch_file(out)["training"]
+    recipe = training["recipe"]
+    assert (recipe["ema_decay"], recipe["val_fraction"], recipe["select"]) == (0.9, 0.25, True)
+    assert recipe["trades_beta"] == 0.5 and recipe["adversarial"]
+    val = training["validation"]
+    assert val["selected"] and val["held_out_images"] == 5
+    assert f"clean {val['clean']:.3f}, robust {val['robust']:.3f}" in res.stdout
+    assert "held-out validation (5 normal images" in res.stdout
+    res = run_cli("harden", first, widget.root, "--out", tmp_path / "x.pt", "--select",
+                  "--val-fraction", "0", "--device", "cpu")  # fmt: skip
+    assert res.exit_code == 2 and "--val-fraction" in res.stderr

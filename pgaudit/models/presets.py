@@ -112,6 +112,11 @@ PRESETS: dict[str, PatchGuardConfig] = {
             fapa_max_side=60,
             attack_topk_weight=3.0,
             carry_perturbations=True,
+            # benchmarks/real_photos.py (tuning split, 20 epochs): robust image AUROC on moon
+            # 0.58 -> 0.66 at equal clean AUROC; the checkpoint holds the selected EMA weights.
+            ema_decay=0.98,
+            val_fraction=0.15,
+            select=True,
         ),
     ),
     # Hybrid: pretrained EfficientNet-Lite0 stride-16 tokens -> 2 ViT blocks -> discriminator.
