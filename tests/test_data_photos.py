@@ -1,4 +1,5 @@
-"""Real-photograph categories (scikit-image photographs): layout, disjoint regions, exact masks."""
+"""Real-photograph categories (scikit-image photographs, a dev dependency): layout, disjoint
+regions, exact masks."""
 
 from __future__ import annotations
 
@@ -10,8 +11,6 @@ from scipy import ndimage
 from pgaudit.data import photos
 from pgaudit.data.layouts import open_category
 from pgaudit.errors import PgauditError
-
-pytest.importorskip("skimage")
 
 
 def test_only_the_two_fixed_splits_are_used() -> None:
