@@ -138,7 +138,7 @@ def _hole(rng: np.random.Generator, image: Array, strength: float) -> tuple[Arra
     return alpha * min(1.0, strength * 1.6), np.full(3, tone, np.float32)
 
 
-def _foreign(rng: np.random.Generator, image: Array, strength: float) -> Array:
+def _foreign(rng: np.random.Generator, image: Array, strength: float) -> tuple[Array, Array]:
     size = image.shape[0]
     xx, yy = _grid(size)
     alpha = _blob_alpha(rng, size, rng.uniform(12, 22) * size / 128, soft=2 * size / 128)

@@ -479,7 +479,7 @@ def harden(
                     selection.offer(epoch + 1, scores, judged.state_dict())
                 bar.update(task, val="  val " + " / ".join(f"{v:.3f}" for v in scores.values()))
             history.append(record)
-            kept = _kept_weights(model, ema, selection, last)
+            kept = _kept_weights(ema, selection, last)
             if out_path is not None and main:
                 resume_state = (
                     None
@@ -512,7 +512,7 @@ def harden(
             if on_epoch is not None:
                 on_epoch(record)
     distributed.barrier()  # no process returns before rank 0 has saved the checkpoint
-    kept = _kept_weights(model, ema, selection, True)
+    kept = _kept_weights(ema, selection, True)
     if kept is not None:
         model.load_state_dict(kept)
     model.eval()
@@ -534,7 +534,7 @@ def harden(
 
 
 def _kept_weights(
-    model: nn.Module, ema: WeightAverage | None, selection: Selection | None, last: bool
+    ema: WeightAverage | None, selection: Selection | None, last: bool
 ) -> dict[str, Tensor] | None:
     """The weights the checkpoint holds, when not the model's own: after the last epoch the
     selected epoch's (or the moving average), before it the moving average."""
