@@ -15,6 +15,7 @@ from rich.markup import escape
 
 from pgaudit import __version__
 from pgaudit.errors import PgauditError
+from pgaudit.results import DEFAULT_BOOTSTRAP
 
 console = Console()
 err_console = Console(stderr=True)
@@ -466,7 +467,9 @@ def attack(
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
     batch_size: int = typer.Option(16, "--batch-size", help="Images per attack batch."),
     bootstrap: int = typer.Option(
-        200, "--bootstrap", help="Bootstrap resamples for 95% confidence intervals (0: none)."
+        DEFAULT_BOOTSTRAP,
+        "--bootstrap",
+        help="Bootstrap resamples for 95% confidence intervals (0: none).",
     ),
     save_maps: bool = typer.Option(
         False, "--save-maps", help="Also write maps.npz (masks, clean and worst-case maps)."

@@ -113,7 +113,6 @@ def run_demo(
             seed=settings.seed,
             model_info={**loaded.model_info(), "name": f"PatchGuard {settings.preset}, {name}"},
             progress=True,
-            bootstrap=200,
             command=f"pgaudit demo --out {out.name}",
             console=console,
         )

@@ -45,6 +45,9 @@ from typing import Any
 
 from pgaudit.errors import PgauditError
 
+#: Bootstrap resamples for the 95 % intervals of every metric, in the API and the CLI alike.
+DEFAULT_BOOTSTRAP = 200
+
 SCHEMA = "pgaudit.results/1"
 METRIC_NAMES = ("image_auroc", "pixel_auroc", "aupro", "image_f1_max", "pixel_f1_max")
 REQUIRED_KEYS = ("schema", "model", "data", "suite", "clean", "attacks", "robust", "meta")

@@ -429,6 +429,63 @@ def test_any_callable_detector_can_be_attacked(tmp_path):
         assert _value(entry, target) < 0.5 < _value(results["clean"], target)
 
 
+class _BatchNormToy(ToyDetector):
+    """The toy rule behind an identity BatchNorm: a CNN whose state holds a 0-d tensor."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm2d(3, affine=False, track_running_stats=True)
+        self.norm.running_var.zero_().add_(1 - self.norm.eps)  # identity in eval mode
+
+    def forward(self, images: Tensor) -> Tensor:
+        return super().forward(self.norm(images))
+
+
+def test_a_cnn_with_batchnorm_is_audited_without_model_info(tmp_path):
+    det = _BatchNormToy().eval()
+    assert det.state_dict()["norm.num_batches_tracked"].dim() == 0
+    results = run_audit(det, ToySet(8), "quick", out_dir=tmp_path, progress=False)
+    assert results["model"]["fingerprint"].startswith("sha256-weights:")
+    other = _BatchNormToy().eval()
+    other.norm.num_batches_tracked.fill_(7)  # the 0-d tensor is part of the fingerprint
+    from pgaudit.attacks.runner import module_fingerprint
+
+    assert module_fingerprint(other) != results["model"]["fingerprint"]
+
+
+def test_api_audits_have_intervals_the_gate_can_use(tmp_path):
+    from pgaudit.gate import GateCriteria, evaluate_gate
+
+    results = run_audit(ToyDetector(), ToySet(12), "quick", out_dir=tmp_path, progress=False)
+    lo, hi = results["robust"]["metrics"]["image_auroc"]["ci"]
+    assert lo <= results["robust"]["metrics"]["image_auroc"]["value"] <= hi
+    outcome = evaluate_gate(results, GateCriteria(min_robust_auroc=0.0, use_lower_bound=True))
+    assert outcome.passed
+    with pytest.raises(PgauditError, match="bootstrap=-1"):
+        run_audit(ToyDetector(), ToySet(4), "quick", out_dir=tmp_path, bootstrap=-1)
+
+
+class _ArrayLabels(ToySet):
+    """A dataset whose ``labels`` is a numpy array (or a tensor): truthiness is ambiguous."""
+
+    def __init__(self, n: int, kind: str) -> None:
+        super().__init__(n)
+        self._kind = kind
+
+    @property
+    def labels(self):  # type: ignore[override]
+        y = self.label_tensor
+        return y.numpy() if self._kind == "numpy" else y
+
+
+@pytest.mark.parametrize("kind", ["numpy", "tensor"])
+def test_datasets_with_array_labels_are_audited(tmp_path, kind):
+    from pgaudit.attacks.testset import prepare_test_set
+
+    test = prepare_test_set(_ArrayLabels(8, kind), SIZE, None, 0)
+    assert test.labels.tolist() == ToySet(8).labels
+
+
 def test_localization_attacks_are_skipped_without_masks(tmp_path):
     results = run_audit(
         ToyDetector(), ToySet(8, with_masks=False), "quick", out_dir=tmp_path, progress=False

@@ -212,16 +212,46 @@ class _MaxScore(_Grid):
         return logits.flatten(1).amax(1)
 
 
+class _DetachedScore(_Grid):
+    """Scores the brightest cell, but its gradient is that of the mean (a straight-through proxy)."""
+
+    def image_score(self, logits: Tensor) -> Tensor:
+        mean = logits.flatten(1).mean(1)
+        return mean + (logits.flatten(1).amax(1) - mean).detach()
+
+
+class _NoGradScore(_Grid):
+    def image_score(self, logits: Tensor) -> Tensor:
+        with torch.no_grad():
+            return logits.flatten(1).amax(1)
+
+
 def test_detection_objective_differentiates_the_real_score_rule():
-    assert adaptive.detection_objective_is_exact(_Grid())
-    assert adaptive.detection_objective_is_exact(_MaxScore())  # the detector's own rule is used
-    note = adaptive_note(_MaxScore())
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    assert adaptive.detection_gradient_is_faithful(_Grid(), x) is True
+    assert adaptive.detection_gradient_is_faithful(_MaxScore(), x) is True  # its own rule
+    note = adaptive_note(_MaxScore(), x)
     assert "own image_score" in note["differentiated"] and "warning" not in note
-    note = adaptive_note(_Grid())
+    assert note["gradient_checked"] is True and "finite differences" in note["detection_objective"]
+    note = adaptive_note(_Grid(), x)
     assert note["differentiated"].startswith("image score = top-3 mean")
     assert "Gaussian smoothing" in note["differentiated"]
     assert note["eot"] is False and note["eot_draws"] is None
     json.dumps(note)
+    unchecked = adaptive_note(_Grid())  # no images: says so instead of claiming a check
+    assert (
+        unchecked["gradient_checked"] is None and "not checked" in unchecked["detection_objective"]
+    )
+
+
+def test_a_score_whose_gradient_is_a_proxy_is_caught():
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    assert adaptive.detection_gradient_is_faithful(_DetachedScore(), x) is False
+    assert adaptive.detection_gradient_is_faithful(_NoGradScore(), x) is False
+    note = adaptive_note(_DetachedScore(), x)
+    assert note["gradient_checked"] is False
+    assert "NOT verified" in note["detection_objective"] and "proxy" in note["warning"]
+    assert adaptive.detection_gradient_is_faithful(_Grid(noise=1.0), x) is None  # random
 
 
 def test_a_proxy_objective_is_reported(monkeypatch):
@@ -229,9 +259,10 @@ def test_a_proxy_objective_is_reported(monkeypatch):
         sign = 1.0 - 2.0 * labels.float()
         return sign * (logits.flatten(1).mean(1) - threshold)
 
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     monkeypatch.setattr(adaptive, "detection_objective", proxy)
-    note = adaptive_note(_Grid())
-    assert not adaptive.detection_objective_is_exact(_Grid())
+    note = adaptive_note(_Grid(), x)
+    assert not adaptive.detection_gradient_is_faithful(_Grid(), x)
     assert "NOT verified" in note["detection_objective"] and "proxy" in note["warning"]
 
 

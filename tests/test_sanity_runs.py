@@ -286,6 +286,7 @@ def test_standard_suite_results_pass_on_a_working_detector(data, tmp_path):
     # The runner runs the checklist itself for standard/full suites and records it.
     checks = [c for c in results["sanity"] if c["name"] != "perturbation-budget"]
     assert results["adaptive"]["eot"] is False
+    assert results["adaptive"]["gradient_checked"] is True  # checked on a real test image
     got = statuses(checks)
     for name in (
         "deterministic-forward",

@@ -15,7 +15,7 @@ from pgaudit.data.layouts import open_category
 from pgaudit.data.records import Category, Sample
 from pgaudit.data.synth import make_synthetic_dataset
 from pgaudit.errors import PgauditError
-from pgaudit.models.checkpoint import load_checkpoint
+from pgaudit.models.checkpoint import load_checkpoint, read_torch_file
 from pgaudit.models.patchguard import PatchGuard
 from pgaudit.models.presets import PatchGuardConfig, TrainConfig
 from pgaudit.training.adversarial import training_attack
@@ -113,6 +113,11 @@ def test_resume_after_interruption_gives_the_same_weights(widget, tmp_path, carr
     with pytest.raises(Killed):
         harden(_model(), data, recipe, out=tmp_path / "b.pt", seed=3, device="cpu",
                on_epoch=kill_after_two)  # fmt: skip
+    saved = read_torch_file(tmp_path / "b.pt")["resume"]
+    # Every epoch reseeds torch from (seed, epoch): the state holds only what resume reads.
+    expected = {"epoch", "seed", "train", "optimizer", "scheduler", "history"}
+    assert set(saved) == expected | ({"perturbations"} if carry else set())
+    torch.manual_seed(12345)  # the caller's global RNG state must not matter
     resumed = harden(_model(seed=99), data, replace(recipe, lr=0.5), out=tmp_path / "b.pt",
                      seed=3, device="cpu", resume=True)  # fmt: skip
     assert resumed.start_epoch == 2 and resumed.train_config == recipe

@@ -99,38 +99,82 @@ def _map_rule(detector: Detector) -> str:
     return "bilinear upsampling of the logit map to the image size + Gaussian smoothing"
 
 
-def detection_objective_is_exact(detector: Detector, grid: tuple[int, int] = (4, 4)) -> bool:
-    """True when the detection objective equals ``±(image score − t)`` on random logits.
+#: L2 finite-difference steps, tried in turn: a curved score matches at a smaller one.
+_STEPS = (1e-2, 1e-3, 1e-4)
 
-    A runtime guard that :func:`pgaudit.attacks.objectives.detection_objective` differentiates the
-    detector's real score rule (its own ``image_score`` or its top-k), not a proxy.
+
+def _matches(
+    detector: Detector, x: Tensor, u: Tensor, step: float, analytic: float, rtol: float, norm: float
+) -> bool:
+    with torch.no_grad():
+        plus = image_scores(detector, detector(x + step * u))
+        minus = image_scores(detector, detector(x - step * u))
+    numeric = float((plus - minus).sum()) / (2 * step)
+    return abs(numeric - analytic) <= rtol * max(abs(numeric), abs(analytic)) + 5e-4 * norm
+
+
+def detection_gradient_is_faithful(
+    detector: Detector, images: Tensor, directions: int = 3, rtol: float = 0.1
+) -> bool | None:
+    """Whether the attacks' gradient is the gradient of the score the metrics rank.
+
+    On the first of ``images``: along the gradient ``g`` of the detection objective and along
+    ``directions - 1`` seeded random unit directions ``u``, the derivative ``g·u`` must match a
+    central finite difference of the image score the metrics use,
+    ``(s(x + h·u) − s(x − h·u)) / 2h`` within ``rtol`` at one of the L2 steps ``h`` in
+    ``_STEPS`` (a proxy's error does not shrink with ``h``; a curved score's does). A
+    detached, straight-through or proxy score fails; so does a score that does not reach the
+    input. A detector whose forward pass is random (two passes differ) cannot be checked this
+    way: ``None``.
     """
-    gen = torch.Generator().manual_seed(0)
-    logits = torch.randn((2, *grid), generator=gen)
-    # adapters read a module-given score off the logits: give them one (no fallback warning)
-    setattr(logits, _SCORE_ATTR, torch.randn(2, generator=gen))
-    labels = torch.tensor([0, 1])
+    x = images[:1].detach().clone().float()
+    params = detector.parameters() if isinstance(detector, nn.Module) else iter(())
+    x = x.to(next(params, x).device)
+    with torch.no_grad():
+        first, second = image_scores(detector, detector(x)), image_scores(detector, detector(x))
+    if not torch.allclose(first, second, rtol=1e-5, atol=1e-6):
+        return None
+    x.requires_grad_(True)
     try:
-        got = detection_objective(detector, logits, labels, threshold=0.25)
-        want = image_scores(detector, logits) - 0.25
-    except Exception:  # noqa: BLE001 - a detector rule that rejects random logits: unknown
+        value = detection_objective(detector, detector(x), torch.zeros(1, device=x.device)).sum()
+        (grad,) = torch.autograd.grad(value, x)
+    except RuntimeError:  # the objective does not reach the input: no gradient at all
         return False
-    return bool(torch.allclose(got, torch.stack([want[0], -want[1]]), atol=1e-6))
+    norm = grad.norm()
+    if not torch.isfinite(norm) or norm == 0:
+        return False
+    gen = torch.Generator().manual_seed(0)
+    units = [grad / norm] + [
+        (r / r.norm()).to(x.device)
+        for r in (torch.randn(x.shape, generator=gen) for _ in range(directions - 1))
+    ]
+    for u in units:
+        analytic = float((grad * u).sum())
+        if not any(_matches(detector, x, u, h, analytic, rtol, float(norm)) for h in _STEPS):
+            return False
+    return True
 
 
-def adaptive_note(detector: Detector, eot: bool | None = None) -> dict[str, Any]:
+def adaptive_note(
+    detector: Detector, images: Tensor | None = None, eot: bool | None = None
+) -> dict[str, Any]:
     """What the attacks differentiate, for ``results["adaptive"]``.
 
-    ``eot``: whether the attacks ran through :class:`EOTDetector` (default: whether ``detector``
-    is one). The detection objective is checked at run time to use the real image-score rule.
+    ``images``: test images to check on (:func:`detection_gradient_is_faithful`; without them
+    the note says it was not checked). ``eot``: whether the attacks ran through
+    :class:`EOTDetector` (default: whether ``detector`` is one).
     """
     eot = isinstance(detector, EOTDetector) if eot is None else bool(eot)
     draws = getattr(detector, "eot_draws", None) if eot else None
     differentiated = f"image score = {_score_rule(detector)}; pixel map = {_map_rule(detector)}"
     if draws:
         differentiated += f" (logits averaged over {draws} random forward passes: EOT)"
-    exact = detection_objective_is_exact(detector)
-    verified = "(verified at run time)" if exact else "(NOT verified: check the score rule)"
+    faithful = None if images is None else detection_gradient_is_faithful(detector, images)
+    verified = {
+        True: "(gradient checked against finite differences of s on a test image)",
+        False: "(NOT verified: its gradient disagrees with finite differences of s)",
+        None: "(not checked: no test image, or a random forward pass)",
+    }[faithful]
     note: dict[str, Any] = {
         "differentiated": differentiated,
         "detection_objective": f"(1 - 2y)(s - t) on the detector's real image score s {verified}",
@@ -141,10 +185,12 @@ def adaptive_note(detector: Detector, eot: bool | None = None) -> dict[str, Any]
         ),
         "eot": eot,
         "eot_draws": draws,
+        "gradient_checked": faithful,
     }
-    if not exact:
+    if faithful is False:
         note["warning"] = (
-            "the detection objective does not reproduce the detector's image score: the attacks "
-            "may target a proxy of the decision rule"
+            "the gradient of the detection objective is not that of the detector's image score: "
+            "the attacks may follow a proxy of the decision rule (a detached or straight-through "
+            "score, or a non-differentiable step)"
         )
     return note

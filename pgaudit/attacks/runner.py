@@ -59,7 +59,7 @@ from pgaudit.models.detector import (
     mask_to_grid,
     unfreeze,
 )
-from pgaudit.results import SCHEMA, write_results
+from pgaudit.results import DEFAULT_BOOTSTRAP, SCHEMA, write_results
 from pgaudit.training import distributed
 
 #: Suites that run the gradient-masking checklist (pgaudit.attacks.sanity).
@@ -84,7 +84,9 @@ def module_fingerprint(detector: Any) -> str | None:
     digest = hashlib.sha256()
     for name, tensor in detector.state_dict().items():
         digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        digest.update(
+            tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+        )
     return f"sha256-weights:{digest.hexdigest()}"
 
 
@@ -356,7 +358,7 @@ def run_audit(
     progress: bool = True,
     batch_size: int = 16,
     gallery_size: int = 6,
-    bootstrap: int = 0,
+    bootstrap: int = DEFAULT_BOOTSTRAP,
     command: str | None = None,
     console: Console | None = None,
 ) -> dict[str, Any]:
@@ -366,6 +368,7 @@ def run_audit(
     items ``{"image", "label", "mask", ...}``. ``suite``: a :class:`Suite` or a suite name.
     The detector is put in eval mode with frozen weights for the run; both are restored after.
     ``model_info`` / ``data_info`` fill the ``model`` / ``data`` sections (spec, fingerprint, …).
+    ``bootstrap``: resamples for the 95 % intervals of every metric (0: none), as the CLI.
     Inside a ``torch.distributed`` process group the test batches are shared among the workers;
     rank 0 returns (and writes) the results, the other ranks return ``{}``.
     """
@@ -377,6 +380,8 @@ def run_audit(
         suite = build_suite(suite, image_size=image_size)
     if batch_size < 1:
         raise PgauditError(f"--batch-size {batch_size} must be at least 1.")
+    if bootstrap < 0:
+        raise PgauditError(f"bootstrap={bootstrap} must be 0 (no intervals) or more.")
     torch.manual_seed(seed)
     test = prepare_test_set(category_or_dataset, image_size, max_images, seed)
     workers, n_batches = distributed.world_size(), -(-len(test) // batch_size)
@@ -517,9 +522,15 @@ def _run(
         "attacks": attacks,
         "robust": robust,
         "sanity": sanity,
-        "adaptive": adaptive_note(audit.detector),
+        "adaptive": adaptive_note(audit.detector, _first_image(audit)),
         "gallery": gallery,
     }
+
+
+def _first_image(audit: _Audit) -> torch.Tensor:
+    """The first test image as a batch of one (for the gradient check of ``adaptive``)."""
+    item = audit.test.dataset[audit.test.indices[0]]
+    return torch.as_tensor(item["image"]).float().unsqueeze(0).to(audit.device)
 
 
 def _sanity_checks(

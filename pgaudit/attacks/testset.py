@@ -102,10 +102,17 @@ def prepare_test_set(
                 getattr(s, "defect_type", "good" if s.label == 0 else "anomaly") for s in samples
             ]
         else:
-            labels = np.array(
-                getattr(dataset, "labels", None) or [int(dataset[i]["label"]) for i in range(n)],
-                dtype=np.int64,
-            )
+            given = getattr(dataset, "labels", None)
+            if given is None:
+                given = [int(dataset[i]["label"]) for i in range(n)]
+            elif isinstance(given, torch.Tensor):
+                given = given.detach().cpu().numpy()
+            labels = np.asarray(given, dtype=np.int64).reshape(-1)
+            if len(labels) != n:
+                raise PgauditError(
+                    f"the test dataset has {n} images but {len(labels)} labels: its `labels` "
+                    "must hold one 0/1 label per image."
+                )
             names = [f"#{i}" for i in range(n)]
             types = ["good" if v == 0 else "anomaly" for v in labels]
         has_masks = None  # decided from the masks themselves during the clean pass

@@ -490,7 +490,6 @@ def harden(
                         "train": asdict(config),
                         "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(),
-                        "torch_rng": torch.get_rng_state(),
                         "history": history,
                         **({"perturbations": bank.state_dict()} if bank is not None else {}),
                         **({"ema": ema.state_dict()} if ema is not None else {}),
