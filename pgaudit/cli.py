@@ -214,7 +214,7 @@ def _harden_command(
 
     from pgaudit.attacks.eps import eps_label, parse_eps
     from pgaudit.data.layouts import open_category
-    from pgaudit.training import distributed
+    from pgaudit.runtime import distributed
     from pgaudit.training.loop import harden
     from pgaudit.training.setup import resumed_model, trainable_model
 
@@ -506,7 +506,7 @@ def attack(
     from pgaudit.attacks.summary import results_table
     from pgaudit.config import config_value, load_project_config
     from pgaudit.data import open_category
-    from pgaudit.training import distributed
+    from pgaudit.runtime import distributed
 
     config = load_project_config()
     model_spec = config_value(config, "model", model)

@@ -29,8 +29,9 @@ from pgaudit.attacks.objectives import (
 from pgaudit.attacks.runner import run_audit
 from pgaudit.attacks.suites import AttackSpec, Suite, build_suite, l2_eps
 from pgaudit.attacks.testset import stratified_subset
+from pgaudit.data.grid import mask_to_grid
 from pgaudit.errors import PgauditError
-from pgaudit.models.detector import anomaly_maps, image_scores, mask_to_grid
+from pgaudit.models.detector import anomaly_maps, image_scores
 from pgaudit.results import load_results
 
 SIZE = 32

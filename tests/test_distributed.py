@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 
 from pgaudit.attacks.testset import shard_batches
 from pgaudit.errors import PgauditError
-from pgaudit.training import distributed
+from pgaudit.runtime import distributed
 
 SIZE = 32
 

@@ -7,6 +7,7 @@ import pickle
 import pytest
 import torch
 
+from pgaudit.data.grid import mask_to_grid
 from pgaudit.errors import PgauditError
 from pgaudit.models import backbones
 from pgaudit.models.checkpoint import (
@@ -14,7 +15,7 @@ from pgaudit.models.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from pgaudit.models.detector import anomaly_maps, image_scores, mask_to_grid, topk_mean
+from pgaudit.models.detector import anomaly_maps, image_scores, topk_mean
 from pgaudit.models.patchguard import PatchGuard
 from pgaudit.models.presets import PRESETS, PatchGuardConfig, get_preset
 

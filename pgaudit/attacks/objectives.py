@@ -35,7 +35,7 @@ def localization_objective(logits: Tensor, grid_masks: Tensor) -> Tensor:
     """``mean(logits | m=0) − mean(logits | m=1)`` per image (``[B]``); an empty side counts 0.
 
     ``logits``: ``[B, h, w]`` or flat ``[B, h·w]``; ``grid_masks``: the ground truth on the same
-    grid (:func:`pgaudit.models.detector.mask_to_grid`), all zero for normal images.
+    grid (:func:`pgaudit.data.grid.mask_to_grid`), all zero for normal images.
     """
     flat = logits.flatten(1)
     m = grid_masks.flatten(1).to(device=flat.device, dtype=flat.dtype)

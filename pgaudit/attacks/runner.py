@@ -49,18 +49,12 @@ from pgaudit.attacks.gallery import write_gallery_item
 from pgaudit.attacks.sanity import run_sanity_checks, sanity_budget, sanity_positions
 from pgaudit.attacks.suites import AttackSpec, Suite, build_suite
 from pgaudit.attacks.testset import AuditSet, iterate_batches, prepare_test_set, shard_batches
+from pgaudit.data.grid import mask_to_grid
 from pgaudit.devices import resolve_device
 from pgaudit.errors import PgauditError
-from pgaudit.models.detector import (
-    Detector,
-    anomaly_maps,
-    freeze,
-    image_scores,
-    mask_to_grid,
-    unfreeze,
-)
+from pgaudit.models.detector import Detector, anomaly_maps, freeze, image_scores, unfreeze
 from pgaudit.results import DEFAULT_BOOTSTRAP, SCHEMA, write_results
-from pgaudit.training import distributed
+from pgaudit.runtime import distributed
 
 #: Suites that run the gradient-masking checklist (pgaudit.attacks.sanity).
 SANITY_SUITES = ("standard", "full")

@@ -21,6 +21,7 @@ from typing import TypeVar
 import numpy as np
 import torch
 
+from pgaudit.data.grid import mask_to_grid
 from pgaudit.fapa.corruptions import (
     CORRUPTIONS,
     LEVELS,
@@ -32,7 +33,6 @@ from pgaudit.fapa.corruptions import (
 )
 from pgaudit.fapa.placement import Region, foreground_regions
 from pgaudit.fapa.warp import RotatedPatches, rotate_patches, rotated_extent
-from pgaudit.models.detector import mask_to_grid
 
 ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 
@@ -287,7 +287,7 @@ def patch_labels(masks: ArrayT, patch_size: int) -> ArrayT:
     """Patch labels ``[B, H // p, W // p]``: a patch is anomalous (1) if any of its pixels is.
 
     When ``H`` or ``W`` is not a multiple of ``patch_size`` the cells tile the whole mask as in
-    :func:`pgaudit.models.detector.mask_to_grid` (adaptive max pooling). Same type as ``masks``
+    :func:`pgaudit.data.grid.mask_to_grid` (adaptive max pooling). Same type as ``masks``
     (numpy: float32).
     """
     if patch_size < 1:

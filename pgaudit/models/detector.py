@@ -86,16 +86,6 @@ def anomaly_maps(detector: Detector, logits: Tensor, size: int) -> Tensor:
     return smooth_upsample(logits, size)
 
 
-def mask_to_grid(masks: Tensor, grid: tuple[int, int]) -> Tensor:
-    """Patch labels on the logit grid: a cell is anomalous if any of its pixels is (``[B,h,w]``).
-
-    ``masks``: ``[B, H, W]`` in {0, 1}. When H, W are multiples of the grid this is exact max
-    pooling; otherwise adaptive max pooling (cells overlap by at most one pixel).
-    """
-    pooled = F.adaptive_max_pool2d(masks.unsqueeze(1).float(), grid)
-    return (pooled.squeeze(1) > 0).to(masks.dtype if masks.is_floating_point() else torch.float32)
-
-
 def freeze(module: nn.Module) -> list[bool]:
     """Stop parameter gradients (attacks need only input gradients); returns the previous flags."""
     flags = [p.requires_grad for p in module.parameters()]

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from pgaudit.data.grid import mask_to_grid
 from pgaudit.fapa import FapaConfig, make_pseudo_anomalies
-from pgaudit.models.detector import mask_to_grid
 
 
 def derive_seed(*parts: int) -> int:

@@ -18,9 +18,10 @@ from torch import Tensor, nn
 from pgaudit.attacks.native import pgd
 from pgaudit.attacks.objectives import objective_values
 from pgaudit.data.dataset import AnomalyDataset
+from pgaudit.data.grid import mask_to_grid
 from pgaudit.data.records import Sample
 from pgaudit.metrics import evaluate, worst_case_maps, worst_case_scores
-from pgaudit.models.detector import anomaly_maps, freeze, image_scores, mask_to_grid, unfreeze
+from pgaudit.models.detector import anomaly_maps, freeze, image_scores, unfreeze
 
 
 def _load(samples: Sequence[Sample], size: int) -> tuple[Tensor, Tensor, Tensor]:

@@ -45,7 +45,7 @@ from pgaudit.errors import PgauditError
 from pgaudit.fapa import FapaConfig
 from pgaudit.models.checkpoint import is_pgaudit_checkpoint, read_torch_file, save_checkpoint
 from pgaudit.models.presets import TrainConfig
-from pgaudit.training import distributed
+from pgaudit.runtime import distributed
 from pgaudit.training.adversarial import training_attack
 from pgaudit.training.batches import PerImageRandomState, batch_loader, derive_seed, image_seeds
 from pgaudit.training.ema import WeightAverage

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from pgaudit.training import distributed
+from pgaudit.runtime import distributed
 
 
 class PerturbationBank:

@@ -25,9 +25,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from pgaudit.data.grid import mask_to_grid
 from pgaudit.fapa import FapaConfig, make_pseudo_anomalies
 from pgaudit.metrics import image_auroc
-from pgaudit.models.detector import image_scores, mask_to_grid
+from pgaudit.models.detector import image_scores
 from pgaudit.training.adversarial import training_attack
 
 

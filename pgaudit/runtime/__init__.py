@@ -1,0 +1,1 @@
+"""Process-level machinery shared by training and auditing: ``torch.distributed`` process groups."""
