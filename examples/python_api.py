@@ -16,22 +16,18 @@ from pathlib import Path
 
 import torch
 
-from pgaudit.attacks.runner import run_audit
+import pgaudit
 from pgaudit.data.layouts import open_category
 from pgaudit.data.synth import make_synthetic_dataset
 from pgaudit.models.baselines import fit_baseline
 from pgaudit.models.presets import get_preset
-from pgaudit.models.resolve import load_detector
-from pgaudit.training.loop import harden
 
 HERE = Path(__file__).resolve().parent
 
 
 def audit(loaded, category, out: Path) -> str:
     """Attack with the quick suite (native PGD-10 at 8/255) and summarise clean vs. robust."""
-    results = run_audit(
-        loaded.detector, category, "quick", out_dir=out, progress=False, model_info=loaded.card
-    )
+    results = pgaudit.audit(loaded, category, "quick", out_dir=out)
     clean = results["clean"]["metrics"]["image_auroc"]["value"]
     robust = results["robust"]["metrics"]["image_auroc"]["value"]
     return f"{loaded.name:<32} image AUROC clean {clean:.3f}  robust {robust:.3f}"
@@ -46,17 +42,17 @@ def main(workdir: Path) -> None:
 
     # 1. the PatchCore baseline: a strong clean detector with no adversarial robustness
     patchcore_path, _ = fit_baseline("patchcore", widget.root, workdir / "patchcore.pt")
-    lines = [audit(load_detector(patchcore_path), widget, workdir / "audit-patchcore")]
+    lines = [audit(pgaudit.load_detector(patchcore_path), widget, workdir / "audit-patchcore")]
 
     # 2. your own detector, by name (the same string the CLI takes as MODEL)
     sys.path.insert(0, str(HERE / "custom_detector"))
-    mine = load_detector("mydetector.detectors:build")
+    mine = pgaudit.load_detector("mydetector.detectors:build")
     lines.append(audit(mine, widget, workdir / "audit-mine"))
 
     # 3. harden it (FAPA pseudo-anomalies + PGD adversarial training), then audit again;
     #    5 epochs keep the example short: a useful detector needs many more
     recipe = replace(get_preset("tiny").train, epochs=5, batch_size=8, steps=3)
-    harden(mine.detector, widget, recipe, seed=0, device="cpu")
+    pgaudit.harden(mine, widget, recipe, seed=0)
     mine.name = "mydetector (hardened)"
     lines.append(audit(mine, widget, workdir / "audit-mine-hardened"))
     torch.save(mine.detector.module.state_dict(), workdir / "mydetector_hardened.pt")

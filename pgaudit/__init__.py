@@ -1,3 +1,19 @@
-"""pgaudit: audit and harden visual anomaly detectors against adversarial attacks."""
+"""pgaudit: audit and harden visual anomaly detectors against adversarial attacks.
+
+The API (:mod:`pgaudit.api`): ``load_detector``, ``audit``, ``harden``, ``render_report``,
+``check_gate``. They are imported on first use, so ``import pgaudit`` (and ``pgaudit --help``)
+stays fast.
+"""
+
+from typing import Any
 
 __version__ = "0.1.0"
+__all__ = ["audit", "check_gate", "harden", "load_detector", "render_report"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from pgaudit import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'pgaudit' has no attribute {name!r}")

@@ -61,7 +61,7 @@ def test_patchcore_detects_well_and_breaks_under_pgd(patchcore_file, widget, tmp
         out_dir=tmp_path / "audit",
         progress=False,
         gallery_size=0,
-        model_info=loaded.card,
+        model_info=loaded.model_info(),
     )
     clean = _value(results["clean"], "image_auroc")
     (pgd,) = results["attacks"]

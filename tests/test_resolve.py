@@ -299,7 +299,7 @@ def test_python_detector_is_attacked_by_the_quick_suite(tmp_path, synth_root, mo
         progress=False,
         gallery_size=0,
         max_images=8,
-        model_info=loaded.card,
+        model_info=loaded.model_info(),
     )
     assert results["model"]["kind"] == "python"
     assert results["clean"]["metrics"]["image_auroc"]["value"] is not None

@@ -1,0 +1,145 @@
+"""The Python API: load a detector, audit it, harden it, report, gate. The CLI is a layer over it.
+
+>>> import pgaudit, torch
+>>> from pgaudit.data.synth import make_synthetic_dataset
+>>> _ = make_synthetic_dataset(tmp / "data", size=32, n_train=4, n_test=6,
+...                               categories=("widget",))
+>>> class Redness(torch.nn.Module):  # any module: images [B,3,S,S] -> logits [B,h,w]
+...     image_size = 32
+...     def forward(self, x):
+...         return torch.nn.functional.avg_pool2d(x[:, :1] - x[:, 1:2], 4)[:, 0] * 50
+>>> results = pgaudit.audit(Redness(), tmp / "data" / "widget", out_dir=tmp / "audit")
+>>> round(results["clean"]["metrics"]["image_auroc"]["value"], 3) >= 0
+True
+>>> pgaudit.check_gate(tmp / "audit", min_robust_auroc=0.0).passed
+True
+>>> pgaudit.check_gate(results, min_robust_auroc=1.0).passed  # no detector is that robust
+False
+>>> pgaudit.render_report(tmp / "audit", tmp / "report.html").name
+'report.html'
+
+``pgaudit.load_detector("model.pt")`` (or ``"mypkg.detectors:build"``) resolves a MODEL as the
+CLI does; ``pgaudit.harden(loaded, "data/widget", out="hardened.pt")`` trains it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pgaudit.data.layouts import open_category
+from pgaudit.data.records import Category
+from pgaudit.errors import PgauditError
+from pgaudit.gate import GateCriteria, GateOutcome, evaluate_gate
+from pgaudit.models.presets import TrainConfig, get_preset
+from pgaudit.models.resolve import LoadedDetector
+from pgaudit.models.resolve import load_detector as load_detector
+from pgaudit.report.render import render_report as render_report
+from pgaudit.results import DEFAULT_BOOTSTRAP, load_results
+
+__all__ = ["audit", "check_gate", "harden", "load_detector", "render_report"]
+
+
+def _category(data: Category | str | Path) -> Category:
+    return data if isinstance(data, Category) else open_category(Path(data))
+
+
+def audit(
+    model: LoadedDetector | Any,
+    data: Category | str | Path | Any,
+    suite: str = "quick",
+    *,
+    out_dir: str | Path,
+    seed: int = 0,
+    device: str = "cpu",
+    max_images: int | None = None,
+    batch_size: int = 16,
+    bootstrap: int = DEFAULT_BOOTSTRAP,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Attack ``model`` with ``suite`` on the test images of ``data``; returns results.json's dict.
+
+    ``model``: what :func:`load_detector` returns (its card fills the ``model`` section) or any
+    detector. ``data``: a category folder, a :class:`~pgaudit.data.records.Category`, or a
+    dataset of ``{"image", "label", "mask"}`` items. The files are written to ``out_dir``.
+    """
+    from pgaudit.attacks.runner import run_audit
+
+    loaded = model if isinstance(model, LoadedDetector) else None
+    target = data if not isinstance(data, str | Path) else _category(data)
+    return run_audit(
+        loaded.detector if loaded else model,
+        target,
+        suite,
+        out_dir=out_dir,
+        seed=seed,
+        device=device,
+        max_images=max_images,
+        batch_size=batch_size,
+        bootstrap=bootstrap,
+        progress=progress,
+        model_info=loaded.model_info() if loaded else None,
+    )
+
+
+def harden(
+    model: LoadedDetector | Any,
+    data: Category | str | Path,
+    recipe: TrainConfig | None = None,
+    *,
+    out: str | Path | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    resume: bool = False,
+    progress: bool = False,
+):
+    """Harden ``model`` with the FAPA adversarial-training recipe on the normal images of ``data``.
+
+    ``recipe``: a :class:`~pgaudit.models.presets.TrainConfig` (default: the model's own preset
+    for a PatchGuard, else the ``tiny`` preset's). ``out``: a checkpoint written after every
+    epoch (``None``: in memory). Returns a :class:`pgaudit.training.loop.HardenResult`.
+    """
+    from pgaudit.training.loop import harden as _harden
+
+    module = model.detector if isinstance(model, LoadedDetector) else model
+    if isinstance(model, LoadedDetector) and not model.trainable:
+        raise PgauditError(
+            f"model: {model.name} ({model.kind}) cannot be trained by pgaudit; pass a PatchGuard "
+            "checkpoint or a detector module with trainable weights."
+        )
+    if recipe is None:
+        config = getattr(module, "config", None)
+        recipe = getattr(config, "train", None) or get_preset("tiny").train
+    return _harden(
+        module, _category(data), recipe, out=out, seed=seed, device=device, resume=resume,
+        progress=progress,
+    )  # fmt: skip
+
+
+def check_gate(
+    results: Mapping[str, Any] | str | Path,
+    criteria: GateCriteria | Mapping[str, Any] | None = None,
+    **thresholds: Any,
+) -> GateOutcome:
+    """Check an audit against a robust-AUROC bar: ``check_gate("runs/audit", min_robust_auroc=0.5)``.
+
+    ``results``: the dict :func:`audit` returned, or an audit folder / results.json.
+    ``criteria``: a :class:`~pgaudit.gate.GateCriteria` or a ``[gate]`` table; or give its fields
+    as keywords (``metric``, ``min_robust_auroc``, ``min_clean_auroc``, ``use_lower_bound``).
+    """
+    if criteria is not None and thresholds:
+        raise PgauditError("check_gate: pass criteria or keyword thresholds, not both.")
+    if criteria is None:
+        fields = set(GateCriteria.__dataclass_fields__)
+        unknown = sorted(set(thresholds) - fields)
+        if unknown:
+            raise PgauditError(
+                f"check_gate: unknown criterion {unknown[0]!r}; use one of {sorted(fields)}."
+            )
+        criteria = GateCriteria(**thresholds)
+    source = "results"
+    if not isinstance(results, Mapping):
+        source = str(results)
+        results = load_results(results)
+    return evaluate_gate(results, criteria, source=source)
