@@ -56,6 +56,7 @@ def audit(
     max_images: int | None = None,
     batch_size: int = 16,
     bootstrap: int = DEFAULT_BOOTSTRAP,
+    surrogate: LoadedDetector | Any | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Attack ``model`` with ``suite`` on the test images of ``data``; returns results.json's dict.
@@ -63,6 +64,7 @@ def audit(
     ``model``: what :func:`load_detector` returns (its card fills the ``model`` section) or any
     detector. ``data``: a category folder, a :class:`~pgaudit.data.records.Category`, or a
     dataset of ``{"image", "label", "mask"}`` items. The files are written to ``out_dir``.
+    ``surrogate``: a smooth stand-in detector for the transfer check of the standard/full suites.
     """
     from pgaudit.attacks.runner import run_audit
 
@@ -78,6 +80,7 @@ def audit(
         max_images=max_images,
         batch_size=batch_size,
         bootstrap=bootstrap,
+        surrogate=surrogate.detector if isinstance(surrogate, LoadedDetector) else surrogate,
         progress=progress,
         model_info=loaded.model_info() if loaded else None,
     )

@@ -496,6 +496,12 @@ def attack(
         help="Worker processes on this machine sharing the test batches (torch.distributed; "
         "one GPU each on CUDA). Across machines: torchrun -m pgaudit attack ….",
     ),
+    surrogate_spec: str | None = typer.Option(
+        None,
+        "--surrogate",
+        help="A smooth stand-in MODEL (e.g. a clean-trained baseline) for the standard/full "
+        "suites' transfer check; without it that check is skipped.",
+    ),
 ) -> None:
     """Stress-test a detector with an attack suite (help text: _ATTACK_HELP)."""
     import shlex
@@ -555,6 +561,11 @@ def attack(
             image_size=image_size,
             backbone=backbone,
         )
+        surrogate = None
+        if surrogate_spec is not None:
+            surrogate, _ = _load_attack_model(
+                surrogate_spec, str(torch_device), trust_pickle=trust_pickle, image_size=image_size
+            )
         cat = open_category(Path(data_path), category)
         chosen = build_suite(suite_name, image_size=int(detector.image_size), **suite_options)
         workers = distributed.world_size()
@@ -579,6 +590,7 @@ def attack(
             progress=not quiet,
             batch_size=batch_size,
             bootstrap=bootstrap,
+            surrogate=surrogate,
             command=shlex.join(["pgaudit", *sys.argv[1:]]),
             console=err_console,
         )

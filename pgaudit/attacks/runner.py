@@ -181,6 +181,7 @@ class _Audit:
         seed: int,
         bootstrap: int,
         bar: Progress,
+        surrogate: Detector | None = None,
     ) -> None:
         self.detector = detector
         self.test = test
@@ -189,6 +190,7 @@ class _Audit:
         self.seed = seed
         self.bootstrap = bootstrap
         self.bar = bar
+        self.surrogate = surrogate
         self.size = int(detector.image_size)
         self.rank, self.world = distributed.rank(), distributed.world_size()
         shards = shard_batches(len(test), batch_size, self.rank, self.world)
@@ -353,6 +355,7 @@ def run_audit(
     batch_size: int = 16,
     gallery_size: int = 6,
     bootstrap: int = DEFAULT_BOOTSTRAP,
+    surrogate: Detector | None = None,
     command: str | None = None,
     console: Console | None = None,
 ) -> dict[str, Any]:
@@ -363,6 +366,9 @@ def run_audit(
     The detector is put in eval mode with frozen weights for the run; both are restored after.
     ``model_info`` / ``data_info`` fill the ``model`` / ``data`` sections (spec, fingerprint, …).
     ``bootstrap``: resamples for the 95 % intervals of every metric (0: none), as the CLI.
+    ``surrogate``: a smooth detector whose adversarial images are transferred to ``detector`` in
+    the sanity checks of the standard and full suites (``transfer-not-stronger``; skipped
+    without one).
     Inside a ``torch.distributed`` process group the test batches are shared among the workers;
     rank 0 returns (and writes) the results, the other ranks return ``{}``.
     """
@@ -398,7 +404,7 @@ def run_audit(
         with _progress(progress and main, console) as bar:
             audit = _Audit(
                 detector, test, device=device, batch_size=batch_size, seed=seed,
-                bootstrap=bootstrap, bar=bar,
+                bootstrap=bootstrap, bar=bar, surrogate=surrogate,
             )  # fmt: skip
             body = _run(audit, suite, out_dir, save_maps, gallery_size, durations)
     finally:
@@ -534,15 +540,14 @@ def _sanity_checks(
     attacks: list[dict[str, Any]],
     headline: float,
 ) -> list[dict[str, Any]]:
-    """The gradient-masking checklist on a balanced subset of the test images (issue 7)."""
+    """The gradient-masking checklist (pgaudit.attacks.sanity) on a balanced subset of the test images."""
     test = audit.test
     positions = sanity_positions(test.labels, sanity_budget(suite.name).n_images, audit.seed)
     items = [test.dataset[test.indices[int(p)]] for p in positions]
     images = torch.stack([torch.as_tensor(it["image"]) for it in items]).float()
-    masks = torch.stack([torch.as_tensor(it["mask"]) for it in items]).float()
     summary = {"headline_eps": headline, "clean": clean_section, "attacks": attacks}
     return run_sanity_checks(
-        audit.detector, images, test.labels[positions], masks, summary,
+        audit.detector, images, test.labels[positions], summary, surrogate=audit.surrogate,
         seed=audit.seed, device=audit.device, budget=suite.name,
     )  # fmt: skip
 

@@ -802,7 +802,6 @@ def run_sanity_checks(
     detector: Detector,
     images: Tensor,
     labels: Tensor | Sequence[int] | np.ndarray,
-    masks: Tensor | None,
     results: dict[str, Any],
     *,
     surrogate: Detector | None = None,
@@ -813,14 +812,14 @@ def run_sanity_checks(
     """All sanity checks for one audit, in report order.
 
     ``images`` ``[N, 3, S, S]`` / ``labels`` ``[N]``: test images (any number; a balanced subset
-    of at most ``budget.n_images`` is attacked); ``masks``: their ground truth (accepted for API
-    symmetry; the extra runs use the detection objective). ``results``: needs ``attacks``,
+    of at most ``budget.n_images`` is attacked; the extra runs use the detection objective).
+    ``surrogate``: a smooth stand-in detector for the transfer check (skipped without one).
+    ``results``: needs ``attacks``,
     ``clean`` and ``headline_eps`` (a partial results dict is fine). Call with the detector in
     the mode it is audited in (eval); parameter gradients are switched off here and restored.
     When the forward pass is random and ``detector`` is not an :class:`EOTDetector`, the extra
     runs attack and score through one (and the determinism check says so).
     """
-    del masks  # the extra runs attack the detection objective only
     cfg = sanity_budget(budget)
     device = torch.device(device)
     eps = float(results.get("headline_eps") or 8 / 255)

@@ -8,7 +8,6 @@ detector may override by defining ``image_score(logits)`` or ``anomaly_map(logit
 
 from __future__ import annotations
 
-import math
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -98,11 +97,3 @@ def unfreeze(module: nn.Module, flags: list[bool]) -> None:
     """Restore the ``requires_grad`` flags returned by :func:`freeze`."""
     for p, flag in zip(module.parameters(), flags, strict=True):
         p.requires_grad_(flag)
-
-
-def grid_side(num_cells: int) -> int:
-    """Side of a square grid with ``num_cells`` cells, or a clear error."""
-    side = math.isqrt(num_cells)
-    if side * side != num_cells:
-        raise ValueError(f"{num_cells} cells do not form a square grid")
-    return side

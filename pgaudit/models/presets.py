@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from pgaudit.errors import PgauditError
@@ -76,11 +76,6 @@ class PatchGuardConfig:
             if key in values:
                 values[key] = tuple(values[key])
         return cls(**values)
-
-    def with_train(self, **changes: Any) -> PatchGuardConfig:
-        """A copy with some training settings changed (None values are ignored)."""
-        changes = {k: v for k, v in changes.items() if v is not None}
-        return replace(self, train=replace(self.train, **changes))
 
 
 _TINY_VIT = dict(patch_size=16, embed_dim=192, depth=6, num_heads=3, mlp_ratio=4.0)

@@ -44,37 +44,10 @@ from pgaudit.models.checkpoint import (
     read_torch_file,
 )
 
-KINDS = (
-    "patchguard",
-    "official-patchguard",
-    "python",
-    "torchscript",
-    "patchcore",
-    "autoencoder",
-    "pickle",
-)
 ACCEPTED = (
     "a pgaudit checkpoint (pgaudit train/harden/fit-baseline), an official PatchGuard state_dict "
     "(feature_extractor.pretrained_model.* + discriminator.*), a TorchScript file, a Python "
     "factory package.module:function, or a pickled nn.Module with --trust-pickle"
-)
-
-# Help texts for the CLI options that go with MODEL (shared by every command that takes one).
-MODEL_HELP = (
-    "The detector: a pgaudit checkpoint, an official PatchGuard .pth, a TorchScript file, or a "
-    "Python factory package.module:function (imported from the working directory and PYTHONPATH)."
-)
-TRUST_PICKLE_HELP = (
-    "Allow a MODEL file that needs full unpickling (e.g. a whole pickled nn.Module); this runs "
-    "code from the file, so use it only for files you trust."
-)
-IMAGE_SIZE_HELP = (
-    "Input side in pixels, for detectors that do not declare an `image_size` attribute "
-    "(Python factories, TorchScript, pickled modules)."
-)
-BACKBONE_HELP = (
-    "timm name of the ViT inside an official PatchGuard checkpoint, when it is not the one "
-    "inferred from its tensors (e.g. vit_small_patch14_dinov2)."
 )
 
 _BASELINE_NAMES = {"patchcore": "PatchCore baseline", "autoencoder": "Autoencoder baseline"}

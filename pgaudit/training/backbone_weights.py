@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 
 from pgaudit.errors import PgauditError
@@ -148,11 +147,3 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
             return True
     except OSError:
         return False
-
-
-def has_backbone(model: nn.Module) -> bool:
-    """True when ``model`` has a timm ViT backbone that local/hub weights can load into."""
-    return isinstance(
-        getattr(getattr(model, "feature_extractor", None), "pretrained_model", None),
-        torch.nn.Module,
-    )
