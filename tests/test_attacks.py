@@ -449,9 +449,9 @@ def test_a_cnn_with_batchnorm_is_audited_without_model_info(tmp_path):
     assert results["model"]["fingerprint"].startswith("sha256-weights:")
     other = _BatchNormToy().eval()
     other.norm.num_batches_tracked.fill_(7)  # the 0-d tensor is part of the fingerprint
-    from pgaudit.attacks.runner import module_fingerprint
+    from pgaudit.models.checkpoint import weights_fingerprint
 
-    assert module_fingerprint(other) != results["model"]["fingerprint"]
+    assert weights_fingerprint(other) != results["model"]["fingerprint"]
 
 
 def test_api_audits_have_intervals_the_gate_can_use(tmp_path):

@@ -157,7 +157,7 @@ def user_module(tmp_path, monkeypatch):
 def test_python_factory_output_shapes(user_module, factory):
     loaded = load_detector(f"{user_module}:{factory}")
     assert loaded.kind == "python" and loaded.trainable
-    assert loaded.fingerprint.startswith("sha256:")
+    assert loaded.fingerprint.startswith("sha256-weights:")  # of its weights: it has no file
     assert loaded.card["patch_grid"] == [4, 4] and loaded.card["differentiable"]
     with torch.no_grad():
         assert loaded.detector(torch.rand(3, 3, 16, 16)).shape == (3, 4, 4)

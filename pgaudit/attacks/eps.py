@@ -62,3 +62,8 @@ def eps_label(eps: float) -> str:
 def eps_slug(eps: float) -> str:
     """The budget as it appears in attack ids: ``8_255``, ``1.71``."""
     return eps_label(eps).replace("/", "_")
+
+
+def default_step_size(eps: float, steps: int) -> float:
+    """The PatchGuard/Madry PGD step: ``2.5 · ε / steps`` (the one rule for every PGD here)."""
+    return 2.5 * eps / max(1, steps)

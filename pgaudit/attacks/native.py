@@ -18,15 +18,12 @@ import torch
 from scipy.special import gammainc
 from torch import Tensor
 
+from pgaudit.attacks.eps import default_step_size
+
 #: ``objective(images) -> [B]`` values to maximise (differentiable w.r.t. the images).
 ObjectiveFn = Callable[[Tensor], Tensor]
 
 _TINY = 1e-12
-
-
-def default_step_size(eps: float, steps: int) -> float:
-    """The PatchGuard/Madry default step: ``2.5 · ε / steps``."""
-    return 2.5 * eps / max(1, steps)
 
 
 def _per_image_norm(x: Tensor) -> Tensor:

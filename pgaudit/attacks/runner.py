@@ -24,7 +24,6 @@ and writes files: the results equal a single-process run's.
 
 from __future__ import annotations
 
-import hashlib
 import platform
 import time
 from collections.abc import Iterator
@@ -52,6 +51,7 @@ from pgaudit.attacks.testset import AuditSet, iterate_batches, prepare_test_set,
 from pgaudit.data.grid import mask_to_grid
 from pgaudit.devices import resolve_device
 from pgaudit.errors import PgauditError
+from pgaudit.models.checkpoint import weights_fingerprint
 from pgaudit.models.detector import Detector, anomaly_maps, freeze, image_scores, unfreeze
 from pgaudit.results import DEFAULT_BOOTSTRAP, SCHEMA, write_results
 from pgaudit.runtime import distributed
@@ -69,19 +69,6 @@ ROBUST_NOTES = (
 
 # ------------------------------------------------------------------------------------------------
 # small helpers
-
-
-def module_fingerprint(detector: Any) -> str | None:
-    """sha256 over the detector's state_dict tensors (for detectors that come without a file)."""
-    if not isinstance(detector, nn.Module):
-        return None
-    digest = hashlib.sha256()
-    for name, tensor in detector.state_dict().items():
-        digest.update(name.encode())
-        digest.update(
-            tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
-        )
-    return f"sha256-weights:{digest.hexdigest()}"
 
 
 def _versions() -> dict[str, str | None]:
@@ -563,7 +550,9 @@ def _model_section(detector: Detector, model_info: dict[str, Any] | None) -> dic
         model.update(name=str(card.get("architecture", model["name"])), preset=card.get("preset"))
     model.update(model_info or {})
     if not model.get("fingerprint"):
-        model["fingerprint"] = module_fingerprint(detector)
+        model["fingerprint"] = (
+            weights_fingerprint(detector) if isinstance(detector, nn.Module) else None
+        )
     return model
 
 

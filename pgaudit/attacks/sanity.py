@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from pgaudit.attacks import native
 from pgaudit.attacks.adaptive import DEFAULT_EOT_DRAWS, EOTDetector
+from pgaudit.attacks.eps import default_step_size
 from pgaudit.attacks.execute import batch_seed
 from pgaudit.attacks.objectives import detection_objective
 from pgaudit.models.detector import Detector, freeze, image_scores, unfreeze
@@ -594,7 +595,7 @@ def check_unbounded_budget(
     name = "unbounded-budget"
     y = labels.cpu().numpy()
     clean = _auroc(y, _scores(detector, images, batch_size))
-    step = min(UNBOUNDED_MAX_STEP, native.default_step_size(eps, steps))
+    step = min(UNBOUNDED_MAX_STEP, default_step_size(eps, steps))
     adv = _pgd_detection(
         detector,
         images,

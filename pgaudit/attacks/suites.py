@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from pgaudit.attacks.eps import eps_label, eps_slug
+from pgaudit.attacks.eps import default_step_size, eps_label, eps_slug
 from pgaudit.errors import PgauditError
 
 SUITES: tuple[str, ...] = ("quick", "standard", "full")
@@ -85,7 +85,7 @@ class AttackSpec:
         if self.attack == "fgsm":
             return self.eps
         if self.attack == "pgd":
-            return 2.5 * self.eps / self.steps
+            return default_step_size(self.eps, self.steps)
         if self.attack == "apgd":
             return 2 * self.eps  # AutoPGD's initial step, adapted per image
         return None

@@ -145,6 +145,22 @@ def fingerprint(path: str | Path) -> str:
     return f"sha256:{digest.hexdigest()}"
 
 
+def weights_fingerprint(module: nn.Module) -> str:
+    """sha256 over a module's state_dict (names, dtypes, shapes, values), ``sha256-weights:<hex>``.
+
+    For detectors that come without a file (Python factories, modules passed to the API); 0-d
+    tensors (BatchNorm's ``num_batches_tracked``) count too.
+    """
+    digest = hashlib.sha256()
+    for key, value in module.state_dict().items():
+        digest.update(key.encode())
+        if isinstance(value, torch.Tensor):
+            tensor = value.detach().cpu().contiguous().reshape(-1)
+            digest.update(f"{tensor.dtype}{list(value.shape)}".encode())
+            digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return f"sha256-weights:{digest.hexdigest()}"
+
+
 def is_pgaudit_checkpoint(payload: Any) -> bool:
     return isinstance(payload, dict) and payload.get("format") == FORMAT
 

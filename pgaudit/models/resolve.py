@@ -20,7 +20,6 @@ probed once with two random images, so a bad output fails at load time with a cl
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import inspect
 import os
@@ -33,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from pgaudit.errors import PgauditError
 from pgaudit.models.adapters import DetectorAdapter, probe, resolve_image_size
@@ -42,6 +41,7 @@ from pgaudit.models.checkpoint import (
     is_pgaudit_checkpoint,
     model_from_payload,
     read_torch_file,
+    weights_fingerprint,
 )
 
 ACCEPTED = (
@@ -351,17 +351,3 @@ def _adapt(
             pass
     trainable = any(p.requires_grad for p in params)
     return LoadedDetector(adapter, kind, name, digest, card, trainable)
-
-
-def weights_fingerprint(module: nn.Module) -> str:
-    """sha256 over a module's state_dict (names, dtypes, shapes, values), as ``sha256:<hex>``."""
-    digest = hashlib.sha256()
-    for key, value in module.state_dict().items():
-        digest.update(key.encode())
-        if isinstance(value, Tensor):
-            tensor = value.detach().cpu().contiguous()
-            digest.update(f"{tensor.dtype}{list(tensor.shape)}".encode())
-            digest.update(
-                tensor.view(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
-            )
-    return f"sha256:{digest.hexdigest()}"
