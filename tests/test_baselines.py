@@ -125,7 +125,10 @@ def test_nearest_distance_matches_cdist_min_and_its_gradient():
 
 
 def test_greedy_coreset_covers_outliers():
-    features = torch.cat([torch.randn(200, 16) * 0.1, torch.full((1, 16), 5.0)])
+    generator = torch.Generator().manual_seed(0)
+    features = torch.cat(
+        [torch.randn(200, 16, generator=generator) * 0.1, torch.full((1, 16), 5.0)]
+    )
     chosen = greedy_coreset(features, 5, projection_dim=8, seed=0)
     assert len(set(chosen.tolist())) == 5 and 200 in chosen.tolist()
     assert PatchCoreConfig().sampler == "greedy"

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import shutil
+import subprocess
+import sys
+import zipfile
 from importlib.resources import files
 from pathlib import Path
 
@@ -193,9 +197,7 @@ def test_gate_on_undefined_metric_is_a_failed_verdict(audits, tmp_path):
 
 
 def test_example_results_fixture_renders(tmp_path):
-    example = Path(__file__).parent / "fixtures" / "results_example.json"
-    if not example.is_file():
-        pytest.skip("tests/fixtures/results_example.json is not there")
+    example = Path(__file__).parent / "fixtures" / "results_example.json"  # tracked in git
     (tmp_path / "results.json").write_bytes(example.read_bytes())
     html = build_html(tmp_path)
     for section in SECTIONS:
@@ -203,7 +205,29 @@ def test_example_results_fixture_renders(tmp_path):
     assert "None" not in html and "://" not in html
 
 
-def test_templates_ship_as_package_data():
+def test_templates_ship_as_package_data(tmp_path):
+    """The templates are inside a built wheel (an editable install finds them whatever
+    package-data says, so build one from a copy of the sources and look inside)."""
+    repo = Path(__file__).resolve().parents[1]
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(repo / name, src / name)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(repo / "pgaudit", src / "pgaudit", ignore=ignore)
+    shutil.copytree(repo / "reports" / "templates", src / "reports" / "templates", ignore=ignore)
+    # Without build isolation (offline, fast) when setuptools is importable; else pip fetches it.
+    isolation = [] if importlib.util.find_spec("setuptools") is None else ["--no-build-isolation"]
+    cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", *isolation, "-q", str(src)]
+    done = subprocess.run([*cmd, "-w", str(tmp_path / "dist")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    (wheel,) = (tmp_path / "dist").glob("pgaudit-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    shipped = {Path(n).name for n in names if n.startswith("pgaudit/_templates/")}
+    on_disk = {p.name for p in (repo / "reports" / "templates").iterdir() if p.is_file()}
+    assert {"report.html.j2", "report.css"} <= shipped
+    assert on_disk <= shipped
+    # and the installed package finds them where the report loads them from
     root = files("pgaudit._templates")
     assert root.joinpath("report.html.j2").is_file() and root.joinpath("report.css").is_file()
 

@@ -289,16 +289,23 @@ def test_eot_detector_averages_draws_and_keeps_the_rules():
 def test_eot_detector_averages_an_adapter_score():
     from pgaudit.models.adapters import DetectorAdapter
 
+    generator = torch.Generator().manual_seed(0)
+    drawn: list[Tensor] = []
+
     class Scored(nn.Module):
-        """A user module giving its own image score next to the map."""
+        """A user module giving its own (random) image score next to the map."""
 
         def forward(self, x: Tensor) -> dict[str, Tensor]:
             logits = nn.functional.avg_pool2d(x.mean(1, keepdim=True), 4).squeeze(1)
-            return {"anomaly_map": logits, "image_score": 7.0 + torch.rand(x.shape[0])}
+            drawn.append(7.0 + torch.rand(x.shape[0], generator=generator))
+            return {"anomaly_map": logits, "image_score": drawn[-1]}
 
     eot = EOTDetector(DetectorAdapter(Scored(), 16), 4)
-    scores = image_scores(eot, eot(torch.rand(2, 3, 16, 16)))
-    assert ((scores >= 7.0) & (scores <= 8.0)).all()  # the module's score, averaged over draws
+    scores = image_scores(eot, eot(torch.rand(2, 3, 16, 16, generator=generator)))
+    assert len(drawn) == 4
+    # the module's own score, averaged over the draws (not one draw, not the map's rule)
+    assert torch.allclose(scores, torch.stack(drawn).mean(0))
+    assert not any(torch.allclose(scores, d) for d in drawn)
 
 
 def test_pixel_map_objective_is_the_margin_on_the_smoothed_map():

@@ -100,11 +100,16 @@ class NanGrad(HighPass):
 
 
 class Noisy(HighPass):
-    """Random logits at inference (like dropout left on)."""
+    """Random logits at inference (like dropout left on), from its own seeded generator."""
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        self.generator = torch.Generator().manual_seed(seed)
 
     def forward(self, x: Tensor) -> Tensor:
         logits = super().forward(x)
-        return logits + 0.5 * torch.randn_like(logits)
+        noise = torch.randn(logits.shape, generator=self.generator, dtype=logits.dtype)
+        return logits + 0.5 * noise
 
 
 @pytest.fixture(scope="module")
