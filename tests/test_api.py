@@ -36,3 +36,12 @@ def test_check_gate_names_a_bad_criterion():
         api.check_gate({}, min_robust=0.5)
     with pytest.raises(PgauditError, match="not both"):
         api.check_gate({}, {"min_robust_auroc": 0.5}, metric="aupro")
+
+
+def test_harden_takes_what_the_cli_takes_and_names_a_wrong_model(tmp_path):
+    from torch import nn
+
+    with pytest.raises(PgauditError, match="model: got a Linear"):
+        api.harden(nn.Linear(1, 1), tmp_path)
+    with pytest.raises(PgauditError, match="is a folder"):
+        api.harden(str(tmp_path), tmp_path)  # the resolver's own error, as on the CLI

@@ -17,6 +17,7 @@ from pgaudit.errors import PgauditError
 from pgaudit.models.checkpoint import read_torch_file
 from pgaudit.models.patchguard import PatchGuard
 from pgaudit.models.presets import PatchGuardConfig, TrainConfig, get_preset
+from pgaudit.models.resolve import LoadedDetector, load_detector
 from pgaudit.training.backbone_weights import load_backbone_weights, load_hub_weights
 
 FRESH_SPECS = ("patchguard",)
@@ -27,9 +28,13 @@ class StartingModel:
     """A model ready to train, the training recipe its preset/checkpoint recommends, and notes."""
 
     model: nn.Module
-    train: TrainConfig
+    config: PatchGuardConfig  # the preset whose recipe applies (the model's own for a PatchGuard)
     source: str
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def train(self) -> TrainConfig:
+        return self.config.train
 
 
 def trainable_model(
@@ -48,26 +53,8 @@ def trainable_model(
         model = PatchGuard(config)
         source = f"fresh PatchGuard, preset {config.name}"
     else:
-        from pgaudit.models.resolve import load_detector
-
-        loaded = load_detector(spec)  # pgaudit or official PatchGuard checkpoints, and others
-        if not (isinstance(loaded.detector, PatchGuard) or loaded.kind == "python"):
-            raise PgauditError(
-                f"MODEL {spec!r} is a {loaded.kind} model: `harden` trains PatchGuard models "
-                "(pgaudit or official checkpoints, or `patchguard`) and Python detectors "
-                "(package.module:function) whose weights it can save."
-            )
-        if not loaded.trainable:
-            raise PgauditError(f"MODEL {spec!r} has no trainable parameters: nothing to harden.")
-        model = loaded.detector
-        if isinstance(model, PatchGuard):
-            config = model.config
-            source = f"{loaded.kind} checkpoint {spec} (preset {config.name})"
-        else:  # a user detector: the recipe of the preset (tiny by default), no regulariser
-            config = get_preset(preset or "tiny")
-            source = f"Python detector {loaded.name}; recipe of preset {config.name}"
-        if preset is not None and preset != config.name:
-            notes.append(f"--preset {preset} ignored: the architecture comes from {spec}")
+        start = start_from_loaded(load_detector(spec), spec, preset)
+        model, config, source, notes = start.model, start.config, start.source, start.notes
     if backbone_weights is not None and pretrained:
         raise PgauditError("--pretrained and --backbone-weights exclude each other: pass one.")
     if backbone_weights is not None:
@@ -76,7 +63,35 @@ def trainable_model(
     if pretrained:
         load_hub_weights(model, config.backbone)
         notes.append(f"backbone weights from the hub ({config.backbone})")
-    return StartingModel(model=model.train(), train=config.train, source=source, notes=notes)
+    return StartingModel(model=model.train(), config=config, source=source, notes=notes)
+
+
+def start_from_loaded(
+    loaded: LoadedDetector, spec: str, preset: str | None = None
+) -> StartingModel:
+    """The model and recipe to harden from a resolved MODEL (PatchGuard or a Python detector).
+
+    A PatchGuard keeps its own preset; a Python detector gets ``preset``'s recipe (``tiny`` by
+    default). Other kinds, and detectors without trainable weights, are refused.
+    """
+    if not (isinstance(loaded.detector, PatchGuard) or loaded.kind == "python"):
+        raise PgauditError(
+            f"MODEL {spec!r} is a {loaded.kind} model: `harden` trains PatchGuard models "
+            "(pgaudit or official checkpoints, or `patchguard`) and Python detectors "
+            "(package.module:function) whose weights it can save."
+        )
+    if not loaded.trainable:
+        raise PgauditError(f"MODEL {spec!r} has no trainable parameters: nothing to harden.")
+    model, notes = loaded.detector, []
+    if isinstance(model, PatchGuard):
+        config = model.config
+        source = f"{loaded.kind} checkpoint {spec} (preset {config.name})"
+    else:  # a user detector: the recipe of the preset (tiny by default), no regulariser
+        config = get_preset(preset or "tiny")
+        source = f"Python detector {loaded.name}; recipe of preset {config.name}"
+    if preset is not None and preset != config.name:
+        notes.append(f"--preset {preset} ignored: the architecture comes from {spec}")
+    return StartingModel(model=model.train(), config=config, source=source, notes=notes)
 
 
 def resumed_model(out: str | Path) -> nn.Module:
