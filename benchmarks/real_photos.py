@@ -64,8 +64,16 @@ def data_dir(cache: Path, name: str, strength: float | None) -> Path:
     return root
 
 
+#: Recipe fields added after cells were cached: at these values they are left out of the key,
+#: so the cells trained before the field existed (when it behaved as this value) stay valid.
+LATER_FIELDS = {"clean_epochs": 0}
+
+
 def cell_key(name: str, preset: str, recipe, seed: int) -> str:
-    text = json.dumps([DATA_VERSION, name, preset, asdict(recipe), seed], sort_keys=True)
+    fields = {
+        k: v for k, v in asdict(recipe).items() if k not in LATER_FIELDS or v != LATER_FIELDS[k]
+    }
+    text = json.dumps([DATA_VERSION, name, preset, fields, seed], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -177,6 +177,10 @@ _SELECT_HELP = (
     "Keep the epoch with the best robust validation score among those within the preset's "
     "margin of the best clean one (needs --val-fraction)."
 )
+_CLEAN_EPOCHS_HELP = (
+    "Train this many epochs without adversarial terms first, then harden from there "
+    "(default: the preset's)."
+)
 _TRADES_HELP = (
     "TRADES balance: adversarial terms become β·KL(clean ‖ adversarial) (0: the paper's)."
 )
@@ -208,6 +212,7 @@ def _harden_command(
     val_fraction: float | None = None,
     select: bool | None = None,
     trades_beta: float | None = None,
+    clean_epochs: int | None = None,
 ) -> None:
     """Shared body of `train` and `harden`: build the model, run the loop, print a summary."""
     from dataclasses import replace
@@ -237,6 +242,7 @@ def _harden_command(
         changes = dict(
             epochs=epochs, batch_size=batch_size, lr=lr, steps=steps, ema_decay=ema_decay,
             val_fraction=val_fraction, select=select, trades_beta=trades_beta,
+            clean_epochs=clean_epochs,
         )  # fmt: skip
         if eps is not None:
             changes["eps"] = parse_eps(eps)
@@ -329,6 +335,7 @@ def harden_cmd(
     val_fraction: float | None = typer.Option(None, "--val-fraction", help=_VAL_HELP),
     select: bool | None = typer.Option(None, "--select/--no-select", help=_SELECT_HELP),
     trades_beta: float | None = typer.Option(None, "--trades-beta", help=_TRADES_HELP),
+    clean_epochs: int | None = typer.Option(None, "--clean-epochs", help=_CLEAN_EPOCHS_HELP),
     seed: int = typer.Option(0, "--seed", help="Random seed (deterministic on the CPU)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out."),
@@ -348,6 +355,7 @@ def harden_cmd(
         carry=carry, seed=seed, device=device, resume=resume, workers=workers,
         backbone_weights=backbone_weights, pretrained=pretrained, nproc=nproc,
         ema_decay=ema_decay, val_fraction=val_fraction, select=select, trades_beta=trades_beta,
+        clean_epochs=clean_epochs,
     )  # fmt: skip
 
 
@@ -369,6 +377,7 @@ def train_cmd(
     val_fraction: float | None = typer.Option(None, "--val-fraction", help=_VAL_HELP),
     select: bool | None = typer.Option(None, "--select/--no-select", help=_SELECT_HELP),
     trades_beta: float | None = typer.Option(None, "--trades-beta", help=_TRADES_HELP),
+    clean_epochs: int | None = typer.Option(None, "--clean-epochs", help=_CLEAN_EPOCHS_HELP),
     seed: int = typer.Option(0, "--seed", help="Random seed (deterministic on the CPU)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out."),
@@ -388,6 +397,7 @@ def train_cmd(
         carry=carry, seed=seed, device=device, resume=resume, workers=workers,
         backbone_weights=backbone_weights, pretrained=pretrained, nproc=nproc,
         ema_decay=ema_decay, val_fraction=val_fraction, select=select, trades_beta=trades_beta,
+        clean_epochs=clean_epochs,
     )  # fmt: skip
 
 

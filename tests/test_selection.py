@@ -17,7 +17,7 @@ from pgaudit.models.checkpoint import read_torch_file
 from pgaudit.models.patchguard import PatchGuard
 from pgaudit.models.presets import TrainConfig
 from pgaudit.training.ema import WeightAverage
-from pgaudit.training.loop import harden
+from pgaudit.training.loop import eps_at, harden
 from pgaudit.training.loss import patch_kl
 from pgaudit.training.validation import Selection, select_epoch, split_validation
 
@@ -184,16 +184,45 @@ def test_cli_harden_of_an_existing_detector_takes_the_same_options(widget, run_c
     out = tmp_path / "h.pt"
     res = run_cli("harden", first, widget.root, "--out", out, "--epochs", "2", "--steps", "1",
                   "--ema-decay", "0.9", "--val-fraction", "0.25", "--select",
-                  "--trades-beta", "0.5", "--device", "cpu", "--workers", "0")  # fmt: skip
+                  "--trades-beta", "0.5", "--clean-epochs", "1", "--device", "cpu",
+                  "--workers", "0")  # fmt: skip
     assert res.exit_code == 0, res.stderr
     training = read_torch_file(out)["training"]
     recipe = training["recipe"]
     assert (recipe["ema_decay"], recipe["val_fraction"], recipe["select"]) == (0.9, 0.25, True)
     assert recipe["trades_beta"] == 0.5 and recipe["adversarial"]
+    assert recipe["clean_epochs"] == 1
     val = training["validation"]
-    assert val["selected"] and val["held_out_images"] == 5
+    assert val["selected"] and val["held_out_images"] == 5 and val["epoch"] == 2
     assert f"clean {val['clean']:.3f}, robust {val['robust']:.3f}" in res.stdout
     assert "held-out validation (5 normal images" in res.stdout
     res = run_cli("harden", first, widget.root, "--out", tmp_path / "x.pt", "--select",
                   "--val-fraction", "0", "--device", "cpu")  # fmt: skip
     assert res.exit_code == 2 and "--val-fraction" in res.stderr
+
+
+def test_a_clean_start_trains_clean_then_hardens_and_selects_only_hardened_epochs(
+    widget, monkeypatch
+) -> None:
+    recipe = replace(RECIPE, epochs=3, clean_epochs=2, eps_warmup_epochs=1, select_margin=1.0)
+    spe = 4
+    assert [eps_at(recipe, s, spe) for s in (0, 7)] == [0.0, 0.0]
+    assert eps_at(recipe, 8, spe) == pytest.approx(recipe.eps / spe)
+    assert eps_at(recipe, 11, spe) == pytest.approx(recipe.eps)
+    planted = iter([0.9, 0.8, 0.1])  # robust validation scores: the clean epochs look best
+    real_validate = loop.validate
+
+    def planted_validate(*args, **kwargs):
+        return {**real_validate(*args, **kwargs), "clean": 0.5, "robust": next(planted)}
+
+    monkeypatch.setattr(loop, "validate", planted_validate)
+    result = harden(_model(), widget, recipe, device="cpu", seed=1)
+    monkeypatch.undo()
+    assert [h["eps"] for h in result.history][:2] == [0.0, 0.0] and result.history[2]["eps"] > 0
+    assert "bce_adv" not in result.history[0] and "bce_adv" in result.history[2]
+    assert result.validation["epoch"] == 3  # the clean epochs are validated, never kept
+    with pytest.raises(PgauditError, match="--clean-epochs 3 leaves no adversarial epoch"):
+        harden(_model(), widget, replace(recipe, clean_epochs=3), device="cpu")
+    clean_run = harden(_model(), widget, replace(recipe, adversarial=False, clean_epochs=3),
+                       device="cpu", seed=1)  # fmt: skip
+    assert clean_run.validation["selected"]  # a --clean run ignores the clean start

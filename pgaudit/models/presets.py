@@ -20,7 +20,8 @@ class TrainConfig:
     eps: float = 8 / 255
     steps: int = 10  # PGD steps of the training attack
     step_size_factor: float = 2.5  # step size = factor * eps / steps
-    eps_warmup_epochs: int = 0  # linear ramp of eps over the first epochs (0: none)
+    eps_warmup_epochs: int = 0  # linear ramp of eps over the first adversarial epochs (0: none)
+    clean_epochs: int = 0  # adversarial runs: train this many epochs clean first (a clean start)
     adversarial: bool = True  # False: the clean baseline (no PGD terms)
     regularise: bool = True  # False: no attention regulariser
     fapa_min_side: int = 14  # pseudo-anomaly side bounds, in pixels at 224 px

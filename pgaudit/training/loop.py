@@ -117,7 +117,11 @@ def cosine_factor(step: int, total: int, min_factor: float) -> float:
 
 
 def eps_at(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
-    """The training ε at a global step: linear warm-up over ``eps_warmup_epochs``, then ``eps``."""
+    """The training ε at a global step: 0 for the ``clean_epochs``, then a linear warm-up over
+    ``eps_warmup_epochs``, then ``eps``."""
+    step -= config.clean_epochs * steps_per_epoch
+    if step < 0:
+        return 0.0
     warm = config.eps_warmup_epochs * steps_per_epoch
     if warm <= 0:
         return config.eps
@@ -293,6 +297,12 @@ def harden(
         raise PgauditError("--steps must be at least 1 for adversarial training (or use --clean).")
     if config.select and config.val_fraction <= 0:
         raise PgauditError("--select needs held-out images: pass --val-fraction above 0.")
+    clean_phase = config.clean_epochs if config.adversarial else 0
+    if not 0 <= clean_phase < config.epochs:
+        raise PgauditError(
+            f"--clean-epochs {config.clean_epochs} leaves no adversarial epoch of --epochs "
+            f"{config.epochs}; use a value from 0 to {config.epochs - 1}."
+        )
     if not 0 <= config.val_fraction < 1:
         raise PgauditError(f"--val-fraction {config.val_fraction}: use a number in [0, 1).")
     if not 0 <= config.ema_decay < 1:
@@ -475,7 +485,7 @@ def harden(
                     seed=derive_seed(seed, 6), device=dev, robust=config.adversarial,
                 )  # fmt: skip
                 record.update({f"val_{k}": v for k, v in scores.items()})
-                if selection is not None:
+                if selection is not None and epoch >= clean_phase:
                     selection.offer(epoch + 1, scores, judged.state_dict())
                 bar.update(task, val="  val " + " / ".join(f"{v:.3f}" for v in scores.values()))
             history.append(record)
