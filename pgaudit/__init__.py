@@ -1,6 +1,6 @@
 """pgaudit: audit and harden visual anomaly detectors against adversarial attacks.
 
-The API (:mod:`pgaudit.api`): ``load_detector``, ``audit``, ``harden``, ``render_report``,
+The API (:mod:`pgaudit.api`): ``load_detector``, ``audit``, ``harden`` (``plan_hardening``), ``render_report``,
 ``check_gate``. They are imported on first use, so ``import pgaudit`` (and ``pgaudit --help``)
 stays fast.
 """
@@ -8,7 +8,7 @@ stays fast.
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["audit", "check_gate", "harden", "load_detector", "render_report"]
+__all__ = ["audit", "check_gate", "harden", "load_detector", "plan_hardening", "render_report"]
 
 
 def __getattr__(name: str) -> Any:

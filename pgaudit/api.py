@@ -38,12 +38,17 @@ from pgaudit.models.resolve import LoadedDetector
 from pgaudit.models.resolve import load_detector as load_detector
 from pgaudit.report.render import render_report as render_report
 from pgaudit.results import DEFAULT_BOOTSTRAP, load_results
+from pgaudit.training.loop import HardenResult
+from pgaudit.training.setup import HardenPlan
+from pgaudit.training.setup import plan_hardening as _plan
 
-__all__ = ["audit", "check_gate", "harden", "load_detector", "render_report"]
+__all__ = [
+    "audit", "check_gate", "harden", "load_detector", "plan_hardening", "render_report",
+]  # fmt: skip
 
 
-def _category(data: Category | str | Path) -> Category:
-    return data if isinstance(data, Category) else open_category(Path(data))
+def _category(data: Category | str | Path, category: str | None = None) -> Category:
+    return data if isinstance(data, Category) else open_category(Path(data), category)
 
 
 def audit(
@@ -87,6 +92,26 @@ def audit(
     )
 
 
+def plan_hardening(
+    model: LoadedDetector | str,
+    data: Category | str | Path,
+    recipe: TrainConfig | None = None,
+    *,
+    category: str | None = None,
+    changes: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> HardenPlan:
+    """The hardening run :func:`harden` would start, to inspect (``describe()``) or ``run()``.
+
+    ``changes``: TrainConfig fields to change in ``recipe`` (default: the model's preset).
+    ``options``: ``preset``, ``seed``, ``backbone_weights``, ``pretrained``, ``out``, ``resume``,
+    ``workers`` (see :func:`pgaudit.training.setup.plan_hardening`).
+    """
+    return _plan(
+        model, data, category=category, recipe=recipe, changes=dict(changes or {}), **options
+    )
+
+
 def harden(
     model: LoadedDetector | str,
     data: Category | str | Path,
@@ -97,7 +122,7 @@ def harden(
     device: str = "cpu",
     resume: bool = False,
     progress: bool = False,
-):
+) -> HardenResult:
     """Harden ``model`` with the FAPA adversarial-training recipe on the normal images of ``data``.
 
     ``model``: what :func:`load_detector` returns, or a MODEL string as the CLI takes it
@@ -106,22 +131,8 @@ def harden(
     ``pgaudit harden`` uses). ``out``: a checkpoint written after every epoch (``None``: in
     memory). Returns a :class:`pgaudit.training.loop.HardenResult`.
     """
-    from pgaudit.training.loop import harden as _harden
-    from pgaudit.training.setup import start_from_loaded, trainable_model
-
-    if isinstance(model, LoadedDetector):
-        start = start_from_loaded(model, model.spec or model.name)
-    elif isinstance(model, str):
-        start = trainable_model(model, seed=seed)
-    else:
-        raise PgauditError(
-            f"model: got a {type(model).__name__}; pass what pgaudit.load_detector returns or a "
-            "MODEL string (pgaudit.training.loop.harden trains a bare module)."
-        )
-    return _harden(
-        start.model, _category(data), recipe or start.train, out=out, seed=seed, device=device,
-        resume=resume, progress=progress,
-    )  # fmt: skip
+    plan = plan_hardening(model, data, recipe, out=out, seed=seed, resume=resume)
+    return plan.run(device=device, progress=progress)
 
 
 def check_gate(

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from pgaudit import __version__
-from pgaudit.errors import PgauditError
+from pgaudit.errors import ParameterError, PgauditError
 from pgaudit.results import DEFAULT_BOOTSTRAP
 
 console = Console()
@@ -156,249 +157,118 @@ def masks(
 
 # --- train / harden ---
 
-_PRESET_HELP = "Model preset for a fresh PatchGuard: tiny | lite | small | paper (default tiny)."
-_NPROC_HELP = (
-    "Training processes on this machine, each with an equal share of every batch "
-    "(torch.distributed; one GPU each on CUDA). Across machines: torchrun -m pgaudit …."
-)
-
-
-_CARRY_HELP = (
+# fmt: off
+Preset = Annotated[str | None, typer.Option("--preset", help=(
+    "Model preset for a fresh PatchGuard: tiny | lite | small | paper (default tiny)."))]
+Epochs = Annotated[int | None, typer.Option("--epochs", help="Epochs (default: the preset's).")]
+BatchSize = Annotated[int | None, typer.Option("--batch-size", help="Normal images per batch.")]
+Lr = Annotated[float | None, typer.Option("--lr", help="AdamW learning rate.")]
+TrainEps = Annotated[str | None, typer.Option("--eps", help="Training L∞ budget, e.g. 8/255.")]
+Steps = Annotated[int | None, typer.Option("--steps", help="PGD steps of the training attack.")]
+Clean = Annotated[bool, typer.Option("--clean", help="No adversarial terms (the baseline).")]
+NoReg = Annotated[bool, typer.Option("--no-reg", help="No attention regulariser.")]
+Carry = Annotated[bool | None, typer.Option("--carry/--no-carry", help=(
     "Start each image's training attack from its perturbation of the previous epoch, so PGD "
-    "steps accumulate across epochs (default: the preset's)."
-)
-
-_EMA_HELP = "Keep a moving average of the weights with this decay, e.g. 0.99 (0: off)."
-_VAL_HELP = (
+    "steps accumulate across epochs (default: the preset's)."))]
+EmaDecay = Annotated[float | None, typer.Option("--ema-decay", help=(
+    "Keep a moving average of the weights with this decay, e.g. 0.99 (0: off)."))]
+ValFraction = Annotated[float | None, typer.Option("--val-fraction", help=(
     "Hold out this fraction of the normal training images (plus their pseudo-anomalies) and "
-    "validate every epoch, clean and under PGD."
-)
-_SELECT_HELP = (
+    "validate every epoch, clean and under PGD."))]
+Select = Annotated[bool | None, typer.Option("--select/--no-select", help=(
     "Keep the epoch with the best robust validation score among those within the preset's "
-    "margin of the best clean one (needs --val-fraction)."
-)
-_CLEAN_EPOCHS_HELP = (
+    "margin of the best clean one (needs --val-fraction)."))]
+TradesBeta = Annotated[float | None, typer.Option("--trades-beta", help=(
+    "TRADES balance: adversarial terms become β·KL(clean ‖ adversarial) (0: the paper's)."))]
+CleanEpochs = Annotated[int | None, typer.Option("--clean-epochs", help=(
     "Train this many epochs without adversarial terms first, then harden from there "
-    "(default: the preset's)."
-)
-_TRADES_HELP = (
-    "TRADES balance: adversarial terms become β·KL(clean ‖ adversarial) (0: the paper's)."
-)
+    "(default: the preset's)."))]
+Seed = Annotated[int, typer.Option("--seed", help="Random seed (deterministic on the CPU).")]
+TrainDevice = Annotated[str, typer.Option("--device", help="auto | cpu | cuda.")]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in --out.")]
+Workers = Annotated[int, typer.Option("--workers", help="DataLoader workers for FAPA (0: inline).")]
+BackboneWeights = Annotated[Path | None, typer.Option("--backbone-weights", help=(
+    "Local ViT weights (timm/safetensors/state_dict)."))]
+Pretrained = Annotated[bool, typer.Option("--pretrained", help=(
+    "Hub weights for the backbone (needs the internet)."))]
+Nproc = Annotated[int, typer.Option("--nproc", help=(
+    "Training processes on this machine, each with an equal share of every batch "
+    "(torch.distributed; one GPU each on CUDA). Across machines: torchrun -m pgaudit …."))]
+CategoryOpt = Annotated[str | None, typer.Option("--category", "-c", help="Category of a root.")]
+TrainOut = Annotated[Path, typer.Option("--out", "-o", help="Checkpoint to write.")]
+# fmt: on
 
 
-def _harden_command(
-    spec: str,
-    data: Path,
-    *,
-    out: Path,
-    category: str | None,
-    preset: str | None,
-    epochs: int | None,
-    batch_size: int | None,
-    lr: float | None,
-    eps: str | None,
-    steps: int | None,
-    clean: bool,
-    no_reg: bool,
-    carry: bool | None,
-    seed: int,
-    device: str,
-    resume: bool,
-    workers: int,
-    backbone_weights: Path | None,
-    pretrained: bool,
-    nproc: int = 1,
-    ema_decay: float | None = None,
-    val_fraction: float | None = None,
-    select: bool | None = None,
-    trades_beta: float | None = None,
-    clean_epochs: int | None = None,
-) -> None:
-    """Shared body of `train` and `harden`: build the model, run the loop, print a summary."""
-    from dataclasses import replace
-
-    from pgaudit.attacks.eps import eps_label, parse_eps
+def _harden_command(spec: str, data: Path, options: dict[str, Any]) -> None:
+    """Shared body of `train` and `harden`: parse the recipe options, harden, print a summary."""
+    from pgaudit.api import plan_hardening
+    from pgaudit.attacks.eps import parse_eps
     from pgaudit.data.layouts import open_category
     from pgaudit.runtime import distributed
-    from pgaudit.training.loop import harden
-    from pgaudit.training.setup import resumed_model, trainable_model
 
-    distributed.check_launch(nproc, device)
-    if nproc > 1 and batch_size is not None and batch_size % nproc:
-        raise PgauditError(
-            f"--batch-size {batch_size} cannot be split evenly among --nproc {nproc} training "
-            f"processes; use a multiple of {nproc}."
-        )
-    cat = open_category(data, category)
+    nproc, device, out = options.pop("nproc"), options.pop("device"), options.pop("out")
+    distributed.check_launch(nproc, device, batch_size=options["batch_size"])
+    eps, clean, no_reg = options.pop("eps"), options.pop("clean"), options.pop("no_reg")
+    changes = {
+        "epochs", "batch_size", "lr", "steps", "ema_decay", "val_fraction", "select",
+        "trades_beta", "clean_epochs",
+    }  # fmt: skip
+    recipe = {k: options.pop(k) for k in changes}
+    recipe["carry_perturbations"] = options.pop("carry")
+    recipe["eps"] = parse_eps(eps) if eps is not None else None
+    recipe["adversarial"] = not clean  # a clean-trained checkpoint is hardened too
+    recipe["regularise"] = False if no_reg else None
     if nproc > 1:  # start the workers: each runs this command without --nproc
+        open_category(data, options["category"])
         distributed.launch(distributed.without_option(sys.argv[1:], "--nproc"), nproc)
         return
     with distributed.worker_session(device) as device_used:
         show = console if distributed.is_main() else Console(quiet=True)
-        start = trainable_model(
-            spec, preset=preset, seed=seed, backbone_weights=backbone_weights, pretrained=pretrained
-        )
-        model = resumed_model(out) if resume and out.is_file() else start.model
-        changes = dict(
-            epochs=epochs, batch_size=batch_size, lr=lr, steps=steps, ema_decay=ema_decay,
-            val_fraction=val_fraction, select=select, trades_beta=trades_beta,
-            clean_epochs=clean_epochs,
-        )  # fmt: skip
-        if eps is not None:
-            changes["eps"] = parse_eps(eps)
-        changes["adversarial"] = not clean  # a clean-trained checkpoint is hardened too
-        if no_reg:
-            changes["regularise"] = False
-        if carry is not None:
-            changes["carry_perturbations"] = carry
-        recipe = replace(start.train, **{k: v for k, v in changes.items() if v is not None})
-        mode = (
-            "clean (no adversarial terms)"
-            if not recipe.adversarial
-            else f"adversarial, PGD-{recipe.steps} at ε={eps_label(recipe.eps)}"
-        )
-        show.print(f"model: {start.source}", highlight=False, soft_wrap=True)
-        show.print(
-            f"data: {cat.name} ({len(cat.train)} training images) at {cat.root}",
-            highlight=False,
-            soft_wrap=True,
-        )
-        show.print(
-            f"recipe: {mode}, {recipe.epochs} epochs, batch {recipe.batch_size}, lr {recipe.lr:g}, "
-            f"attention regulariser {'on' if recipe.regularise else 'off'}"
-            + (
-                ", perturbations carried across epochs"
-                if recipe.adversarial and recipe.carry_perturbations
-                else ""
-            ),
-            highlight=False,
-            soft_wrap=True,
-        )
-        for note in start.notes:
-            show.print(f"note: {note}", highlight=False, soft_wrap=True)
-        result = harden(
-            model,
-            cat,
-            recipe,
-            out=out,
-            seed=seed,
-            device=str(device_used),
-            resume=resume,
-            num_workers=workers,
-            progress=True,
-        )
-        show.print(f"pseudo-anomaly placement: {result.foreground}", highlight=False)
-        for note in result.notes:
-            show.print(f"note: {note}", highlight=False, soft_wrap=True)
-        if result.validation is not None:
-            val = result.validation
-            robust = f", robust {val['robust']:.3f}" if val.get("robust") is not None else ""
-            kept = "selected" if val["selected"] else "last"
-            show.print(
-                f"held-out validation ({val['held_out_images']} normal images + pseudo-anomalies; "
-                f"mean of image and patch AUROC): clean {val['clean']:.3f}{robust} "
-                f"at epoch {val['epoch']} ({kept})",
-                highlight=False,
-                soft_wrap=True,
-            )
-        resumed = f" (resumed at epoch {result.start_epoch})" if result.start_epoch else ""
-        on = result.device + (f" x {result.workers} processes" if result.workers > 1 else "")
-        loss = result.final_loss
-        show.print(
-            f"[green]saved[/] {escape(str(out))}: {result.epochs} epochs{resumed} on {on} "
-            f"in {result.seconds / 60:.1f} min, final loss {loss:.3f}; "
-            f"log {escape(str(result.log))}",
-            soft_wrap=True,
-        )
+        changes = {k: v for k, v in recipe.items() if v is not None}
+        plan = plan_hardening(spec, data, changes=changes, out=out, **options)
+        for line in plan.describe():
+            show.print(line, highlight=False, soft_wrap=True)
+        result = plan.run(device=str(device_used), progress=True)
+        for line in result.describe()[:-1]:
+            show.print(line, highlight=False, soft_wrap=True)
+        show.print(f"[green]saved[/] {escape(result.describe()[-1])}", soft_wrap=True)
 
 
 @app.command("harden")
 def harden_cmd(
     model: str = typer.Argument(
-        ...,
-        help="`patchguard` (fresh, --preset), a pgaudit or official PatchGuard checkpoint, or a "
-        "trainable Python detector package.module:function.",
+        ..., help="A pgaudit checkpoint, or `patchguard` for a fresh model of --preset."
     ),
     data: Path = typer.Argument(..., help=_DATA_HELP),
-    out: Path = typer.Option(Path("hardened.pt"), "--out", "-o", help="Checkpoint to write."),
-    category: str | None = typer.Option(None, "--category", "-c", help="Category of a root."),
-    preset: str | None = typer.Option(None, "--preset", help=_PRESET_HELP),
-    epochs: int | None = typer.Option(None, "--epochs", help="Epochs (default: the preset's)."),
-    batch_size: int | None = typer.Option(None, "--batch-size", help="Normal images per batch."),
-    lr: float | None = typer.Option(None, "--lr", help="AdamW learning rate."),
-    eps: str | None = typer.Option(None, "--eps", help="Training L∞ budget, e.g. 8/255."),
-    steps: int | None = typer.Option(None, "--steps", help="PGD steps of the training attack."),
-    clean: bool = typer.Option(False, "--clean", help="No adversarial terms (the baseline)."),
-    no_reg: bool = typer.Option(False, "--no-reg", help="No attention regulariser."),
-    carry: bool | None = typer.Option(None, "--carry/--no-carry", help=_CARRY_HELP),
-    ema_decay: float | None = typer.Option(None, "--ema-decay", help=_EMA_HELP),
-    val_fraction: float | None = typer.Option(None, "--val-fraction", help=_VAL_HELP),
-    select: bool | None = typer.Option(None, "--select/--no-select", help=_SELECT_HELP),
-    trades_beta: float | None = typer.Option(None, "--trades-beta", help=_TRADES_HELP),
-    clean_epochs: int | None = typer.Option(None, "--clean-epochs", help=_CLEAN_EPOCHS_HELP),
-    seed: int = typer.Option(0, "--seed", help="Random seed (deterministic on the CPU)."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out."),
-    workers: int = typer.Option(1, "--workers", help="DataLoader workers for FAPA (0: inline)."),
-    backbone_weights: Path | None = typer.Option(
-        None, "--backbone-weights", help="Local ViT weights (timm/safetensors/state_dict)."
-    ),
-    pretrained: bool = typer.Option(
-        False, "--pretrained", help="Hub weights for the backbone (needs the internet)."
-    ),
-    nproc: int = typer.Option(1, "--nproc", help=_NPROC_HELP),
-) -> None:
+    out: TrainOut = Path("hardened.pt"),
+    category: CategoryOpt = None, preset: Preset = None, epochs: Epochs = None,
+    batch_size: BatchSize = None, lr: Lr = None, eps: TrainEps = None, steps: Steps = None,
+    clean: Clean = False, no_reg: NoReg = False, carry: Carry = None, ema_decay: EmaDecay = None,
+    val_fraction: ValFraction = None, select: Select = None, trades_beta: TradesBeta = None,
+    clean_epochs: CleanEpochs = None, seed: Seed = 0, device: TrainDevice = "auto",
+    resume: Resume = False, workers: Workers = 1, backbone_weights: BackboneWeights = None,
+    pretrained: Pretrained = False, nproc: Nproc = 1,
+) -> None:  # fmt: skip
     """Harden a detector with FAPA + PGD adversarial training (PatchGuard recipe)."""
-    _harden_command(
-        model, data, out=out, category=category, preset=preset, epochs=epochs,
-        batch_size=batch_size, lr=lr, eps=eps, steps=steps, clean=clean, no_reg=no_reg,
-        carry=carry, seed=seed, device=device, resume=resume, workers=workers,
-        backbone_weights=backbone_weights, pretrained=pretrained, nproc=nproc,
-        ema_decay=ema_decay, val_fraction=val_fraction, select=select, trades_beta=trades_beta,
-        clean_epochs=clean_epochs,
-    )  # fmt: skip
+    options = dict(locals())
+    _harden_command(options.pop("model"), options.pop("data"), options)
 
 
 @app.command("train")
 def train_cmd(
     data: Path = typer.Argument(..., help=_DATA_HELP),
-    out: Path = typer.Option(Path("patchguard.pt"), "--out", "-o", help="Checkpoint to write."),
-    category: str | None = typer.Option(None, "--category", "-c", help="Category of a root."),
-    preset: str | None = typer.Option(None, "--preset", help=_PRESET_HELP),
-    epochs: int | None = typer.Option(None, "--epochs", help="Epochs (default: the preset's)."),
-    batch_size: int | None = typer.Option(None, "--batch-size", help="Normal images per batch."),
-    lr: float | None = typer.Option(None, "--lr", help="AdamW learning rate."),
-    eps: str | None = typer.Option(None, "--eps", help="Training L∞ budget, e.g. 8/255."),
-    steps: int | None = typer.Option(None, "--steps", help="PGD steps of the training attack."),
-    clean: bool = typer.Option(False, "--clean", help="No adversarial terms (the baseline)."),
-    no_reg: bool = typer.Option(False, "--no-reg", help="No attention regulariser."),
-    carry: bool | None = typer.Option(None, "--carry/--no-carry", help=_CARRY_HELP),
-    ema_decay: float | None = typer.Option(None, "--ema-decay", help=_EMA_HELP),
-    val_fraction: float | None = typer.Option(None, "--val-fraction", help=_VAL_HELP),
-    select: bool | None = typer.Option(None, "--select/--no-select", help=_SELECT_HELP),
-    trades_beta: float | None = typer.Option(None, "--trades-beta", help=_TRADES_HELP),
-    clean_epochs: int | None = typer.Option(None, "--clean-epochs", help=_CLEAN_EPOCHS_HELP),
-    seed: int = typer.Option(0, "--seed", help="Random seed (deterministic on the CPU)."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out."),
-    workers: int = typer.Option(1, "--workers", help="DataLoader workers for FAPA (0: inline)."),
-    backbone_weights: Path | None = typer.Option(
-        None, "--backbone-weights", help="Local ViT weights (timm/safetensors/state_dict)."
-    ),
-    pretrained: bool = typer.Option(
-        False, "--pretrained", help="Hub weights for the backbone (needs the internet)."
-    ),
-    nproc: int = typer.Option(1, "--nproc", help=_NPROC_HELP),
-) -> None:
+    out: TrainOut = Path("patchguard.pt"),
+    category: CategoryOpt = None, preset: Preset = None, epochs: Epochs = None,
+    batch_size: BatchSize = None, lr: Lr = None, eps: TrainEps = None, steps: Steps = None,
+    clean: Clean = False, no_reg: NoReg = False, carry: Carry = None, ema_decay: EmaDecay = None,
+    val_fraction: ValFraction = None, select: Select = None, trades_beta: TradesBeta = None,
+    clean_epochs: CleanEpochs = None, seed: Seed = 0, device: TrainDevice = "auto",
+    resume: Resume = False, workers: Workers = 1, backbone_weights: BackboneWeights = None,
+    pretrained: Pretrained = False, nproc: Nproc = 1,
+) -> None:  # fmt: skip
     """Train a fresh PatchGuard (= `harden patchguard DATA`)."""
-    _harden_command(
-        "patchguard", data, out=out, category=category, preset=preset, epochs=epochs,
-        batch_size=batch_size, lr=lr, eps=eps, steps=steps, clean=clean, no_reg=no_reg,
-        carry=carry, seed=seed, device=device, resume=resume, workers=workers,
-        backbone_weights=backbone_weights, pretrained=pretrained, nproc=nproc,
-        ema_decay=ema_decay, val_fraction=val_fraction, select=select, trades_beta=trades_beta,
-        clean_epochs=clean_epochs,
-    )  # fmt: skip
+    options = dict(locals())
+    _harden_command("patchguard", options.pop("data"), options)
 
 
 # --- attack ---
@@ -799,14 +669,17 @@ def fit_baseline_cmd(
     )
 
 
+#: API parameters whose CLI option is not ``--`` + the name with dashes.
+_OPTION_OF: dict[str, str] = {"surrogate": "--surrogate", "out_dir": "--out"}
+
+
 def main() -> None:
     """Console entry point: run the app, turning user errors into one line and exit code 2."""
     try:
         rc = app(standalone_mode=False)
     except PgauditError as exc:
-        err_console.print(
-            f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
-        )
+        text = exc.for_cli(_OPTION_OF) if isinstance(exc, ParameterError) else str(exc)
+        err_console.print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

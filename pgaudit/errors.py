@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+
 
 class PgauditError(Exception):
     """An error caused by the user's input (files, options); the CLI prints it without a traceback.
@@ -10,3 +13,23 @@ class PgauditError(Exception):
     """
 
     exit_code: int = 2
+
+
+class ParameterError(PgauditError):
+    """A bad value of the Python API: the message names parameters as Python spells them.
+
+    ``ParameterError("batch_size 0 must be at least 1.", "batch_size")``; the CLI words the same
+    error with its options (:meth:`for_cli`: ``--batch-size 0 must be at least 1.``).
+    """
+
+    def __init__(self, message: str, *parameters: str) -> None:
+        super().__init__(message)
+        self.parameters = parameters
+
+    def for_cli(self, options: Mapping[str, str] | None = None) -> str:
+        """The message with each named parameter replaced by its option (default ``--a-b``)."""
+        text = str(self)
+        for name in self.parameters:
+            option = (options or {}).get(name, "--" + name.replace("_", "-"))
+            text = re.sub(rf"(?<![\w.-]){re.escape(name)}(?!\w)", option, text)
+        return text

@@ -414,6 +414,6 @@ def test_harden_batch_must_split_evenly(harden_project, run_cli, monkeypatch):
     assert res.exit_code == 2 and "--nproc 0 must be at least 1" in res.stderr
     model, _ = load_checkpoint(harden_project / "start.pt")  # a recipe's batch of 4, 3 workers
     monkeypatch.setattr(loop.distributed, "world_size", lambda: 3)
-    with pytest.raises(PgauditError, match="--batch-size 4 cannot be split evenly among 3"):
+    with pytest.raises(PgauditError, match="^batch_size 4 cannot be split evenly among 3"):
         loop.harden(model, open_category(harden_project / "data/widget"), model.config.train,
                     device="cpu")  # fmt: skip

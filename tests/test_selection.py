@@ -12,7 +12,7 @@ import pgaudit.training.loop as loop
 from pgaudit.data.layouts import open_category
 from pgaudit.data.records import Category
 from pgaudit.data.synth import make_synthetic_dataset
-from pgaudit.errors import PgauditError
+from pgaudit.errors import ParameterError
 from pgaudit.models.checkpoint import read_torch_file
 from pgaudit.models.patchguard import PatchGuard
 from pgaudit.models.presets import TrainConfig
@@ -170,10 +170,12 @@ def test_trades_term_is_a_kl_and_bad_settings_are_refused(widget) -> None:
     result = harden(model, widget, replace(RECIPE, epochs=1, trades_beta=2.0, select=False,
                                            val_fraction=0.0), device="cpu")  # fmt: skip
     assert {"bce_clean", "bce_adv", "bce_fapa", "bce_fapa_adv"} <= set(result.history[0])
-    with pytest.raises(PgauditError, match="--val-fraction"):
-        harden(_model(), widget, replace(RECIPE, val_fraction=0.0), device="cpu")
-    with pytest.raises(PgauditError, match="--ema-decay"):
-        harden(_model(), widget, replace(RECIPE, ema_decay=1.0), device="cpu")
+    with pytest.raises(ParameterError, match="^select needs held-out images: set val_fraction"):
+        replace(RECIPE, val_fraction=0.0)  # the Python API names parameters, not options
+    with pytest.raises(ParameterError, match="^ema_decay 1: use 0"):
+        replace(RECIPE, ema_decay=1.0)
+    with pytest.raises(ParameterError, match="^trades_beta -1 must be 0 or more"):
+        replace(RECIPE, trades_beta=-1.0)
 
 
 def test_cli_harden_of_an_existing_detector_takes_the_same_options(widget, run_cli, tmp_path):
@@ -198,7 +200,12 @@ def test_cli_harden_of_an_existing_detector_takes_the_same_options(widget, run_c
     assert "held-out validation (5 normal images" in res.stdout
     res = run_cli("harden", first, widget.root, "--out", tmp_path / "x.pt", "--select",
                   "--val-fraction", "0", "--device", "cpu")  # fmt: skip
-    assert res.exit_code == 2 and "--val-fraction" in res.stderr
+    assert res.exit_code == 2
+    assert "--select needs held-out images: set --val-fraction above 0." in res.stderr
+    res = run_cli("harden", first, widget.root, "--out", tmp_path / "x.pt", "--epochs", "2",
+                  "--clean-epochs", "2", "--device", "cpu")  # fmt: skip
+    assert res.exit_code == 2
+    assert "--clean-epochs 2 leaves no adversarial epoch of --epochs 2; use a value" in res.stderr
 
 
 def test_a_clean_start_trains_clean_then_hardens_and_selects_only_hardened_epochs(
@@ -221,8 +228,8 @@ def test_a_clean_start_trains_clean_then_hardens_and_selects_only_hardened_epoch
     assert [h["eps"] for h in result.history][:2] == [0.0, 0.0] and result.history[2]["eps"] > 0
     assert "bce_adv" not in result.history[0] and "bce_adv" in result.history[2]
     assert result.validation["epoch"] == 3  # the clean epochs are validated, never kept
-    with pytest.raises(PgauditError, match="--clean-epochs 3 leaves no adversarial epoch"):
-        harden(_model(), widget, replace(recipe, clean_epochs=3), device="cpu")
+    with pytest.raises(ParameterError, match="^clean_epochs 3 leaves no adversarial epoch of ep"):
+        replace(recipe, clean_epochs=3)
     clean_run = harden(_model(), widget, replace(recipe, adversarial=False, clean_epochs=3),
                        device="cpu", seed=1)  # fmt: skip
     assert clean_run.validation["selected"]  # a --clean run ignores the clean start

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from pgaudit.errors import PgauditError
+from pgaudit.errors import ParameterError, PgauditError
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,36 @@ class TrainConfig:
     select: bool = False  # keep the epoch the selection rule picks (needs val_fraction > 0)
     select_margin: float = 0.02  # ... the best robust score within this of the best clean score
     trades_beta: float = 0.0  # > 0: adversarial terms = beta * KL(clean || adversarial) (TRADES)
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", *(("steps",) if self.adversarial else ())):
+            if getattr(self, name) < 1:
+                raise ParameterError(f"{name} {getattr(self, name)} must be at least 1.", name)
+        if self.lr <= 0:
+            raise ParameterError(f"lr {self.lr:g} must be positive.", "lr")
+        if not 0 <= self.val_fraction < 1:
+            raise ParameterError(
+                f"val_fraction {self.val_fraction:g}: use a number in [0, 1).", "val_fraction"
+            )
+        if not 0 <= self.ema_decay < 1:
+            raise ParameterError(
+                f"ema_decay {self.ema_decay:g}: use 0 (off) or a number below 1.", "ema_decay"
+            )
+        if self.trades_beta < 0:
+            raise ParameterError(
+                f"trades_beta {self.trades_beta:g} must be 0 or more.", "trades_beta"
+            )
+        if self.select and self.val_fraction <= 0:
+            raise ParameterError(
+                "select needs held-out images: set val_fraction above 0.", "select", "val_fraction"
+            )
+        if self.adversarial and not 0 <= self.clean_epochs < self.epochs:
+            raise ParameterError(
+                f"clean_epochs {self.clean_epochs} leaves no adversarial epoch of epochs "
+                f"{self.epochs}; use a value from 0 to {self.epochs - 1}.",
+                "clean_epochs",
+                "epochs",
+            )
 
 
 @dataclass(frozen=True)

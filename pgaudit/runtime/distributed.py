@@ -73,10 +73,16 @@ def local_rank() -> int:
 # launcher
 
 
-def check_launch(nproc: int, device: str) -> None:
-    """Refuse a ``--nproc`` that cannot run here (before any worker starts)."""
+def check_launch(nproc: int, device: str, *, batch_size: int | None = None) -> None:
+    """Refuse a ``--nproc`` that cannot run here (before any worker starts); a training
+    ``batch_size`` must split evenly among the processes."""
     if nproc < 1:
         raise PgauditError(f"--nproc {nproc} must be at least 1.")
+    if nproc > 1 and batch_size is not None and batch_size % nproc:
+        raise PgauditError(
+            f"--batch-size {batch_size} cannot be split evenly among --nproc {nproc} training "
+            f"processes; use a multiple of {nproc}."
+        )
     if launched() and nproc > 1:
         raise PgauditError(
             f"--nproc {nproc}: this process was already started by torchrun, which chose the "

@@ -41,7 +41,7 @@ from pgaudit.attacks.native import random_start
 from pgaudit.data.dataset import AnomalyDataset
 from pgaudit.data.records import Category
 from pgaudit.devices import resolve_device
-from pgaudit.errors import PgauditError
+from pgaudit.errors import ParameterError, PgauditError
 from pgaudit.fapa import FapaConfig
 from pgaudit.models.checkpoint import is_pgaudit_checkpoint, read_torch_file, save_checkpoint
 from pgaudit.models.presets import TrainConfig
@@ -83,6 +83,29 @@ class HardenResult:
     @property
     def final_loss(self) -> float | None:
         return self.history[-1]["loss"] if self.history else None
+
+    def describe(self) -> list[str]:
+        """What the run did, one line each; the last names the checkpoint written (if any)."""
+        lines = [f"pseudo-anomaly placement: {self.foreground}"]
+        lines += [f"note: {note}" for note in self.notes]
+        if self.validation is not None:
+            val = self.validation
+            robust = f", robust {val['robust']:.3f}" if val.get("robust") is not None else ""
+            kept = "selected" if val["selected"] else "last"
+            lines.append(
+                f"held-out validation ({val['held_out_images']} normal images + pseudo-anomalies; "
+                f"mean of image and patch AUROC): clean {val['clean']:.3f}{robust} "
+                f"at epoch {val['epoch']} ({kept})"
+            )
+        resumed = f" (resumed at epoch {self.start_epoch})" if self.start_epoch else ""
+        on = self.device + (f" x {self.workers} processes" if self.workers > 1 else "")
+        loss = self.final_loss
+        where = f"{self.checkpoint}: " if self.checkpoint is not None else "in memory: "
+        lines.append(
+            f"{where}{self.epochs} epochs{resumed} on {on} in {self.seconds / 60:.1f} min, "
+            f"final loss {loss:.3f}" + (f"; log {self.log}" if self.log is not None else "")
+        )
+        return lines
 
 
 def log_path(out: str | Path) -> Path:
@@ -286,27 +309,12 @@ def harden(
     main = rank == 0
     out_path = Path(out) if out is not None else None
     if resume and out_path is None:
-        raise PgauditError("--resume needs --out: the checkpoint to continue from.")
+        raise ParameterError("resume needs out: the checkpoint to continue from.", "resume", "out")
     if not category.train:
         raise PgauditError(
             f"{category.root}: no training images; put normal images in train/good/."
         )
-    if config.epochs < 1 or config.batch_size < 1 or config.lr <= 0:
-        raise PgauditError("--epochs, --batch-size and --lr must be positive.")
-    if config.adversarial and config.steps < 1:
-        raise PgauditError("--steps must be at least 1 for adversarial training (or use --clean).")
-    if config.select and config.val_fraction <= 0:
-        raise PgauditError("--select needs held-out images: pass --val-fraction above 0.")
-    clean_phase = config.clean_epochs if config.adversarial else 0
-    if not 0 <= clean_phase < config.epochs:
-        raise PgauditError(
-            f"--clean-epochs {config.clean_epochs} leaves no adversarial epoch of --epochs "
-            f"{config.epochs}; use a value from 0 to {config.epochs - 1}."
-        )
-    if not 0 <= config.val_fraction < 1:
-        raise PgauditError(f"--val-fraction {config.val_fraction}: use a number in [0, 1).")
-    if not 0 <= config.ema_decay < 1:
-        raise PgauditError(f"--ema-decay {config.ema_decay}: use 0 (off) or a number below 1.")
+    clean_phase = config.clean_epochs if config.adversarial else 0  # TrainConfig checked it
 
     notes: list[str] = []
     payload = _resume_state(out_path) if resume else None  # type: ignore[arg-type]
@@ -345,9 +353,10 @@ def harden(
     dataset = AnomalyDataset([category.train[i] for i in train_ids], image_size, cache=True)
     global_batch = min(config.batch_size, len(dataset))
     if global_batch % workers:
-        raise PgauditError(
-            f"--batch-size {global_batch} cannot be split evenly among {workers} training "
-            f"processes; use a multiple of {workers}."
+        raise ParameterError(
+            f"batch_size {global_batch} cannot be split evenly among {workers} training "
+            f"processes; use a multiple of {workers}.",
+            "batch_size",
         )
     share = global_batch // workers
     fapa = FapaConfig(min_side=config.fapa_min_side, max_side=config.fapa_max_side)

@@ -7,13 +7,17 @@ Kept apart from the loop so a general resolver (``pgaudit.models.resolve``) can 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from pgaudit.errors import PgauditError
+from pgaudit.attacks.eps import eps_label
+from pgaudit.data.layouts import open_category
+from pgaudit.data.records import Category
+from pgaudit.errors import ParameterError, PgauditError
 from pgaudit.models.checkpoint import read_torch_file
 from pgaudit.models.patchguard import PatchGuard
 from pgaudit.models.presets import PatchGuardConfig, TrainConfig, get_preset
@@ -108,3 +112,101 @@ def resumed_model(out: str | Path) -> nn.Module:
 
         return load_detector(str(out)).detector.train()
     return model_from_payload(payload, out)
+
+
+@dataclass
+class HardenPlan:
+    """A hardening run ready to start: the model, the data, the recipe (see :func:`plan_hardening`)."""
+
+    start: StartingModel
+    model: nn.Module  # start.model, or the interrupted run's model when resuming
+    category: Category
+    recipe: TrainConfig
+    seed: int = 0
+    out: Path | None = None
+    resume: bool = False
+    workers: int = 1  # DataLoader workers making FAPA batches (0: inline)
+
+    def describe(self) -> list[str]:
+        """What will run, one line each: model, data, recipe, notes."""
+        r = self.recipe
+        mode = (
+            f"adversarial, PGD-{r.steps} at ε={eps_label(r.eps)}"
+            if r.adversarial
+            else "clean (no adversarial terms)"
+        )
+        extras = [f"attention regulariser {'on' if r.regularise else 'off'}"]
+        if r.adversarial and r.clean_epochs:
+            extras.append(f"the first {r.clean_epochs} epochs clean")
+        if r.adversarial and r.carry_perturbations:
+            extras.append("perturbations carried across epochs")
+        cat = self.category
+        return [
+            f"model: {self.start.source}",
+            f"data: {cat.name} ({len(cat.train)} training images) at {cat.root}",
+            f"recipe: {mode}, {r.epochs} epochs, batch {r.batch_size}, lr {r.lr:g}, "
+            + ", ".join(extras),
+            *(f"note: {note}" for note in self.start.notes),
+        ]
+
+    def run(self, *, device: str = "cpu", progress: bool = False, **loop_options: Any):
+        """Train; returns :class:`pgaudit.training.loop.HardenResult`."""
+        from pgaudit.training.loop import harden
+
+        return harden(
+            self.model, self.category, self.recipe, out=self.out, seed=self.seed, device=device,
+            resume=self.resume, num_workers=self.workers, progress=progress, **loop_options,
+        )  # fmt: skip
+
+
+def check_model_argument(model: object) -> None:
+    """Refuse a ``model`` that is neither a loaded detector nor a MODEL string."""
+    if not isinstance(model, LoadedDetector | str):
+        raise ParameterError(
+            f"model: got a {type(model).__name__}; pass what pgaudit.load_detector returns or a "
+            "MODEL string (pgaudit.training.loop.harden trains a bare module).",
+            "model",
+        )
+
+
+def plan_hardening(
+    model: LoadedDetector | str,
+    data: Category | str | Path,
+    *,
+    category: str | None = None,
+    recipe: TrainConfig | None = None,
+    changes: dict[str, Any] | None = None,
+    preset: str | None = None,
+    seed: int = 0,
+    backbone_weights: str | Path | None = None,
+    pretrained: bool = False,
+    out: str | Path | None = None,
+    resume: bool = False,
+    workers: int = 1,
+) -> HardenPlan:
+    """The run that hardens ``model`` on ``data`` (a Category, or a folder and its ``category``):
+    its recipe is ``recipe`` (default: the model's preset) with ``changes`` (TrainConfig fields)
+    applied. The model is resolved first, so a wrong MODEL is reported before the data."""
+    if isinstance(model, LoadedDetector):
+        if backbone_weights is not None or pretrained:
+            raise ParameterError(
+                "backbone_weights and pretrained apply to a fresh PatchGuard only.",
+                "backbone_weights", "pretrained",
+            )  # fmt: skip
+        start = start_from_loaded(model, model.spec or model.name, preset)
+    elif isinstance(model, str):
+        start = trainable_model(
+            model, preset=preset, seed=seed, backbone_weights=backbone_weights,
+            pretrained=pretrained,
+        )  # fmt: skip
+    else:
+        check_model_argument(model)
+    if not isinstance(data, Category):
+        data = open_category(Path(data), category)
+    out_path = Path(out) if out is not None else None
+    chosen = replace(recipe or start.train, **(changes or {}))
+    resumed = resume and out_path is not None and out_path.is_file()
+    return HardenPlan(
+        start=start, model=resumed_model(out_path) if resumed else start.model,  # type: ignore[arg-type]
+        category=data, recipe=chosen, seed=seed, out=out_path, resume=resume, workers=workers,
+    )  # fmt: skip
