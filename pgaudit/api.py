@@ -29,9 +29,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pgaudit.attacks.suites import Suite, build_suite
 from pgaudit.data.layouts import open_category
 from pgaudit.data.records import Category
-from pgaudit.errors import PgauditError
+from pgaudit.errors import ParameterError, PgauditError
 from pgaudit.gate import GateCriteria, GateOutcome, evaluate_gate
 from pgaudit.models.presets import TrainConfig
 from pgaudit.models.resolve import LoadedDetector
@@ -51,12 +52,27 @@ def _category(data: Category | str | Path, category: str | None = None) -> Categ
     return data if isinstance(data, Category) else open_category(Path(data), category)
 
 
+def check_audit_options(
+    *, max_images: int | None = None, batch_size: int = 16, bootstrap: int = DEFAULT_BOOTSTRAP
+) -> None:
+    """Refuse bad :func:`audit` settings before anything is loaded."""
+    for name, value in (("max_images", max_images), ("batch_size", batch_size)):
+        if value is not None and value < 1:
+            raise ParameterError(f"{name} {value} must be at least 1.", name)
+    if bootstrap < 0:
+        raise ParameterError(
+            f"bootstrap {bootstrap} must be 0 (no intervals) or more.", "bootstrap"
+        )
+
+
 def audit(
     model: LoadedDetector | Any,
     data: Category | str | Path | Any,
-    suite: str = "quick",
+    suite: str | Suite = "quick",
     *,
     out_dir: str | Path,
+    category: str | None = None,
+    suite_options: Mapping[str, Any] | None = None,
     seed: int = 0,
     device: str = "cpu",
     max_images: int | None = None,
@@ -64,20 +80,29 @@ def audit(
     bootstrap: int = DEFAULT_BOOTSTRAP,
     surrogate: LoadedDetector | Any | None = None,
     progress: bool = False,
+    **run_options: Any,
 ) -> dict[str, Any]:
     """Attack ``model`` with ``suite`` on the test images of ``data``; returns results.json's dict.
 
     ``model``: what :func:`load_detector` returns (its card fills the ``model`` section) or any
-    detector. ``data``: a category folder, a :class:`~pgaudit.data.records.Category`, or a
-    dataset of ``{"image", "label", "mask"}`` items. The files are written to ``out_dir``.
-    ``surrogate``: a smooth stand-in detector for the transfer check of the standard/full suites.
+    detector. ``data``: a category folder (``category``: one of a root), a
+    :class:`~pgaudit.data.records.Category`, or a dataset of ``{"image", "label", "mask"}`` items.
+    ``suite``: a name, changed by ``suite_options`` (``eps``, ``steps``, ``objective``,
+    ``step_size``, ``restarts``; see :func:`pgaudit.attacks.suites.build_suite`), or a built
+    suite. The files are written to ``out_dir``. ``surrogate``: a smooth stand-in detector for
+    the transfer check of the standard/full suites. ``run_options``: ``save_maps``,
+    ``data_info``, ``command``, ``console`` of :func:`pgaudit.attacks.runner.run_audit`.
     """
     from pgaudit.attacks.runner import run_audit
 
+    check_audit_options(max_images=max_images, batch_size=batch_size, bootstrap=bootstrap)
     loaded = model if isinstance(model, LoadedDetector) else None
-    target = data if not isinstance(data, str | Path) else _category(data)
+    detector = loaded.detector if loaded else model
+    if isinstance(suite, str):
+        suite = build_suite(suite, image_size=int(detector.image_size), **(suite_options or {}))
+    target = data if not isinstance(data, str | Path) else _category(data, category)
     return run_audit(
-        loaded.detector if loaded else model,
+        detector,
         target,
         suite,
         out_dir=out_dir,
@@ -89,7 +114,31 @@ def audit(
         surrogate=surrogate.detector if isinstance(surrogate, LoadedDetector) else surrogate,
         progress=progress,
         model_info=loaded.model_info() if loaded else None,
+        **run_options,
     )
+
+
+def check_audit_workers(
+    nproc: int,
+    suite: str,
+    data: str | Path,
+    *,
+    category: str | None = None,
+    suite_options: Mapping[str, Any] | None = None,
+    max_images: int | None = None,
+    batch_size: int = 16,
+) -> None:
+    """Refuse, before the workers start, what each of ``nproc`` audit workers would refuse."""
+    build_suite(suite, image_size=224, **(suite_options or {}))
+    n_test = len(_category(data, category).test)
+    n_batches = -(-min(n_test, max_images or n_test) // batch_size)
+    if nproc > n_batches:
+        raise ParameterError(
+            f"nproc {nproc}: the {n_test} test images make {n_batches} batch(es) of "
+            f"batch_size {batch_size} but every worker needs one; use a smaller batch_size or "
+            "fewer workers.",
+            "nproc", "batch_size",
+        )  # fmt: skip
 
 
 def plan_hardening(

@@ -280,23 +280,6 @@ def _attack_suite_help() -> str:
     return f"Attack suite (default quick). {describe_suites()}"
 
 
-def _load_attack_model(
-    spec: str,
-    device: str,
-    *,
-    trust_pickle: bool = False,
-    image_size: int | None = None,
-    backbone: str | None = None,
-) -> tuple[object, dict]:
-    """The detector to audit (any kind the resolver knows) and its results.json `model` section."""
-    from pgaudit.models.resolve import load_detector
-
-    loaded = load_detector(
-        spec, device=device, trust_pickle=trust_pickle, image_size=image_size, backbone=backbone
-    )
-    return loaded.detector, loaded.model_info()
-
-
 _ATTACK_HELP = (
     "Stress-test a detector with an attack suite; write AUDIT_DIR/results.json and scores.npz."
     "\n\n"
@@ -386,31 +369,17 @@ def attack(
     """Stress-test a detector with an attack suite (help text: _ATTACK_HELP)."""
     import shlex
 
+    from pgaudit import api
     from pgaudit.attacks.eps import parse_eps, parse_eps_list
-    from pgaudit.attacks.runner import run_audit
     from pgaudit.attacks.suites import build_suite
-    from pgaudit.attacks.summary import results_table
-    from pgaudit.config import config_value, load_project_config
+    from pgaudit.config import attack_defaults, load_project_config
     from pgaudit.data import open_category
     from pgaudit.runtime import distributed
 
-    config = load_project_config()
-    model_spec = config_value(config, "model", model)
-    data_path = config_value(config, "data", data)
-    if model_spec is None or data_path is None:
-        missing = "MODEL" if model_spec is None else "DATA"
-        raise PgauditError(
-            f"{missing} is missing: pass it (pgaudit attack MODEL DATA) or set "
-            f"`{missing.lower()}` in pgaudit.toml."
-        )
-    suite_name = config_value(config, "suite", suite, "quick")
-    audit_dir = Path(config_value(config, "out", out, "audit"))
-    category = config_value(config, "category", category)
-    for name, value in (("--max-images", max_images), ("--batch-size", batch_size)):
-        if value is not None and value < 1:
-            raise PgauditError(f"{name} {value} must be at least 1.")
-    if bootstrap < 0:
-        raise PgauditError(f"--bootstrap {bootstrap} must be 0 or more.")
+    chosen = attack_defaults(
+        load_project_config(), model=model, data=data, suite=suite, out=out, category=category
+    )
+    api.check_audit_options(max_images=max_images, batch_size=batch_size, bootstrap=bootstrap)
     distributed.check_launch(nproc, device)
     suite_options = dict(
         eps=parse_eps_list(eps) if eps is not None else None,
@@ -419,63 +388,43 @@ def attack(
         step_size=parse_eps(step_size, option="--step-size") if step_size is not None else None,
         restarts=restarts,
     )
+    sizes = dict(max_images=max_images, batch_size=batch_size)
     if nproc > 1:  # refuse what every worker would refuse, then start them
-        build_suite(suite_name, image_size=224, **suite_options)
-        n_test = len(open_category(Path(data_path), category).test)
-        n_batches = -(-min(n_test, max_images or n_test) // batch_size)
-        if nproc > n_batches:
-            raise PgauditError(
-                f"--nproc {nproc}: the {n_test} test images make {n_batches} batch(es) of "
-                f"--batch-size {batch_size} but every worker needs one; use a smaller "
-                "--batch-size or fewer workers."
-            )
+        api.check_audit_workers(
+            nproc, chosen["suite"], chosen["data"], category=chosen["category"],
+            suite_options=suite_options, **sizes,
+        )  # fmt: skip
         distributed.launch(distributed.without_option(sys.argv[1:], "--nproc"), nproc)
         return
 
     with distributed.worker_session(device, final_barrier=False) as torch_device:
         show = console if distributed.is_main() else Console(quiet=True)
-        detector, model_info = _load_attack_model(
-            str(model_spec),
-            str(torch_device),
-            trust_pickle=trust_pickle,
-            image_size=image_size,
-            backbone=backbone,
+        load = dict(device=str(torch_device), trust_pickle=trust_pickle, image_size=image_size)
+        loaded = api.load_detector(chosen["model"], backbone=backbone, **load)
+        surrogate = api.load_detector(surrogate_spec, **load) if surrogate_spec else None
+        cat = open_category(chosen["data"], chosen["category"])
+        suite_run = build_suite(
+            chosen["suite"], image_size=int(loaded.detector.image_size), **suite_options
         )
-        surrogate = None
-        if surrogate_spec is not None:
-            surrogate, _ = _load_attack_model(
-                surrogate_spec, str(torch_device), trust_pickle=trust_pickle, image_size=image_size
-            )
-        cat = open_category(Path(data_path), category)
-        chosen = build_suite(suite_name, image_size=int(detector.image_size), **suite_options)
         workers = distributed.world_size()
         on = f"{torch_device}" + (f" x {workers} workers" if workers > 1 else "")
         show.print(
-            f"auditing {escape(str(model_spec))} on {escape(cat.name)} ({len(cat.test)} test "
-            f"images) with suite {chosen.name}: {len(chosen.attacks)} attacks on {on}",
+            f"auditing {escape(chosen['model'])} on {escape(cat.name)} ({len(cat.test)} test "
+            f"images) with suite {suite_run.name}: {len(suite_run.attacks)} attacks on {on}",
             highlight=False,
             soft_wrap=True,
         )
-        results = run_audit(
-            detector,
-            cat,
-            chosen,
-            out_dir=audit_dir,
-            seed=seed,
-            device=torch_device,
-            max_images=max_images,
-            save_maps=save_maps,
-            model_info=model_info,
-            data_info={"path": str(data_path)},
-            progress=not quiet,
-            batch_size=batch_size,
-            bootstrap=bootstrap,
-            surrogate=surrogate,
-            command=shlex.join(["pgaudit", *sys.argv[1:]]),
-            console=err_console,
-        )
+        results = api.audit(
+            loaded, cat, suite_run, out_dir=chosen["out"], seed=seed,
+            device=torch_device, bootstrap=bootstrap, surrogate=surrogate,
+            progress=not quiet, save_maps=save_maps, data_info={"path": str(chosen["data"])},
+            command=shlex.join(["pgaudit", *sys.argv[1:]]), console=err_console, **sizes,
+        )  # fmt: skip
+    audit_dir = chosen["out"]
     if not results:  # a worker other than rank 0
         return
+    from pgaudit.attacks.summary import results_table
+
     console.print(results_table(results))
     for skipped in results["suite"].get("skipped", []):
         console.print(f"skipped {skipped['id']}: {skipped['reason']}", highlight=False)

@@ -129,3 +129,31 @@ def config_value(config: dict[str, Any], key: str, cli_value: Any, default: Any 
             return default
         node = node[part]
     return node
+
+
+def attack_defaults(
+    config: dict[str, Any],
+    *,
+    model: str | None,
+    data: Path | None,
+    suite: str | None,
+    out: Path | None,
+    category: str | None,
+) -> dict[str, Any]:
+    """``pgaudit attack``'s MODEL, DATA, suite, out and category: given, else from ``config``."""
+    chosen = {
+        "model": config_value(config, "model", model),
+        "data": config_value(config, "data", data),
+        "suite": config_value(config, "suite", suite, "quick"),
+        "out": Path(config_value(config, "out", out, "audit")),
+        "category": config_value(config, "category", category),
+    }
+    for name in ("model", "data"):
+        if chosen[name] is None:
+            raise PgauditError(
+                f"{name.upper()} is missing: pass it (pgaudit attack MODEL DATA) or set "
+                f"`{name}` in pgaudit.toml."
+            )
+    chosen["data"] = Path(chosen["data"])
+    chosen["model"] = str(chosen["model"])
+    return chosen

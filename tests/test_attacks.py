@@ -462,7 +462,7 @@ def test_api_audits_have_intervals_the_gate_can_use(tmp_path):
     assert lo <= results["robust"]["metrics"]["image_auroc"]["value"] <= hi
     outcome = evaluate_gate(results, GateCriteria(min_robust_auroc=0.0, use_lower_bound=True))
     assert outcome.passed
-    with pytest.raises(PgauditError, match="bootstrap=-1"):
+    with pytest.raises(PgauditError, match="^bootstrap -1 must be 0"):
         run_audit(ToyDetector(), ToySet(4), "quick", out_dir=tmp_path, bootstrap=-1)
 
 

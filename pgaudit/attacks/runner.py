@@ -50,7 +50,7 @@ from pgaudit.attacks.suites import AttackSpec, Suite, build_suite
 from pgaudit.attacks.testset import AuditSet, iterate_batches, prepare_test_set, shard_batches
 from pgaudit.data.grid import mask_to_grid
 from pgaudit.devices import resolve_device
-from pgaudit.errors import PgauditError
+from pgaudit.errors import ParameterError, PgauditError
 from pgaudit.models.checkpoint import weights_fingerprint
 from pgaudit.models.detector import Detector, anomaly_maps, freeze, image_scores, unfreeze
 from pgaudit.results import DEFAULT_BOOTSTRAP, SCHEMA, write_results
@@ -366,9 +366,11 @@ def run_audit(
     if isinstance(suite, str):
         suite = build_suite(suite, image_size=image_size)
     if batch_size < 1:
-        raise PgauditError(f"--batch-size {batch_size} must be at least 1.")
+        raise ParameterError(f"batch_size {batch_size} must be at least 1.", "batch_size")
     if bootstrap < 0:
-        raise PgauditError(f"bootstrap={bootstrap} must be 0 (no intervals) or more.")
+        raise ParameterError(
+            f"bootstrap {bootstrap} must be 0 (no intervals) or more.", "bootstrap"
+        )
     torch.manual_seed(seed)
     test = prepare_test_set(category_or_dataset, image_size, max_images, seed)
     workers, n_batches = distributed.world_size(), -(-len(test) // batch_size)

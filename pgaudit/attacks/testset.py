@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from pgaudit.errors import PgauditError
+from pgaudit.errors import ParameterError, PgauditError
 
 
 @dataclass
@@ -54,7 +54,7 @@ def stratified_subset(labels: np.ndarray, max_images: int | None, seed: int) -> 
     if max_images is None or max_images >= n:
         return list(range(n))
     if max_images < 1:
-        raise PgauditError(f"--max-images {max_images} must be at least 1.")
+        raise ParameterError(f"max_images {max_images} must be at least 1.", "max_images")
     rng = np.random.default_rng(seed)
     normal, anomalous = np.flatnonzero(labels == 0), np.flatnonzero(labels == 1)
     k_anom = round(max_images * len(anomalous) / n)
