@@ -146,9 +146,15 @@ def test_a_module_that_is_a_detector_keeps_its_own_output():
             logits = self(x)
             return DetectorOutput(logits, logits.sum(dim=(1, 2)))
 
+        def card(self) -> DetectorCard:
+            return DetectorCard({"architecture": "Own", "preset": "p"})
+
     x = _images()
-    out = DetectorAdapter(Own(), SIZE).predict(x)
+    adapter = DetectorAdapter(Own(), SIZE)
+    assert adapter.rules() == Own().rules()  # before a forward: the module's own words
+    out = adapter.predict(x)
     torch.testing.assert_close(out.image_score, Own()(x).sum(dim=(1, 2)))
+    assert adapter.card().info["preset"] == "p"  # its card, not a describe() it lacks
 
 
 def test_card_replaces_describe_config_and_source_spec():

@@ -206,6 +206,8 @@ class DetectorAdapter(Detector):
         return smooth_upsample(logits, size)
 
     def rules(self) -> tuple[str, str]:
+        if isinstance(self.module, Detector) and not self._gives_score:
+            return self.module.rules()
         own_score = self._own_score is not None or self._gives_score
         return (
             OWN_SCORE_RULE if own_score else f"top-{self.top_k} mean of the logit map",
@@ -213,7 +215,8 @@ class DetectorAdapter(Detector):
         )
 
     def card(self) -> DetectorCard:
-        """Architecture, parameter count and image size, after the module's own ``describe()``."""
+        """Architecture, parameter count and image size, after the module's own ``describe()``
+        (or its ``card()``, for a module that is itself a Detector)."""
         module = self.module
         script = isinstance(module, torch.jit.ScriptModule)
         params = module.parameters() if isinstance(module, nn.Module) else iter(())
@@ -222,7 +225,8 @@ class DetectorAdapter(Detector):
             "parameters": sum(p.numel() for p in params if p.is_floating_point()),
             "image_size": self.image_size,
         }
-        describe = getattr(module, "describe", None)
+        describe = module.card().info.copy if isinstance(module, Detector) else None
+        describe = describe or getattr(module, "describe", None)  # a user module's extra entries
         if callable(describe) and not script:
             try:
                 extra = describe()
