@@ -23,7 +23,6 @@ from pgaudit.attacks.art_bridge import ArtBridge
 from pgaudit.attacks.native import pgd
 from pgaudit.attacks.objectives import objective_values
 from pgaudit.attacks.suites import AttackSpec
-from pgaudit.models.detector import freeze
 from pgaudit.models.patchguard import PatchGuard
 from pgaudit.models.presets import get_preset
 
@@ -75,7 +74,7 @@ def main() -> None:
 
     torch.manual_seed(0)
     model = PatchGuard(get_preset("tiny")).to(device).eval()
-    freeze(model)
+    model.requires_grad_(False)
     size = model.image_size
     images = torch.rand(BATCH, 3, size, size, device=device)
     labels = torch.arange(BATCH, device=device) % 2
@@ -90,7 +89,7 @@ def main() -> None:
         torch.autograd.grad(model(x).sum(), x)
 
     def objective(x: torch.Tensor) -> torch.Tensor:
-        return objective_values(model, model(x), "detection", labels, None)
+        return objective_values(model, model.predict(x), "detection", labels, None)
 
     spec = AttackSpec("pgd", "art", "inf", EPS, steps, "detection")
     bridge = ArtBridge(model, input_shape=(3, size, size), cells=64, device=device)

@@ -31,7 +31,8 @@ from pgaudit.attacks.suites import AttackSpec, Suite, build_suite, l2_eps
 from pgaudit.attacks.testset import stratified_subset
 from pgaudit.data.grid import mask_to_grid
 from pgaudit.errors import PgauditError
-from pgaudit.models.detector import anomaly_maps, image_scores
+from pgaudit.models.adapters import as_detector
+from pgaudit.models.detector import DetectorOutput, smooth_upsample, topk_mean
 from pgaudit.results import load_results
 
 SIZE = 32
@@ -163,7 +164,7 @@ def test_margin_losses_keep_their_gradient_for_large_scores():
     assert torch.all(grad.abs() == 1)
 
     logits = torch.full((2, 4, 4), 1e4, requires_grad=True)
-    det = detection_objective(ToyDetector(), logits, labels)
+    det = detection_objective(as_detector(ToyDetector()), DetectorOutput(logits), labels)
     (grad,) = torch.autograd.grad(det.sum(), logits)
     assert grad.abs().sum() > 0
     masks = torch.zeros(2, 4, 4)
@@ -192,12 +193,14 @@ def test_objectives_push_the_wrong_way():
     mask = torch.tensor([[[0.0, 0.0], [0.0, 1.0]], [[0.0, 0.0], [0.0, 0.0]]])
     # anomalous: mean of the normal cells (2) minus the anomalous cell (4); normal: plain mean.
     assert localization_objective(logits, mask).tolist() == [-2.0, 2.5]
-    det = ToyDetector()
-    scores = image_scores(det, logits)  # top-3 mean = 3
-    values = detection_objective(det, logits, torch.tensor([0, 1]), threshold=1.0)
+    det, output = as_detector(ToyDetector()), DetectorOutput(logits)
+    scores = det.scores(output)  # top-3 mean = 3
+    values = detection_objective(det, output, torch.tensor([0, 1]), threshold=1.0)
     assert values.tolist() == [scores[0].item() - 1, -(scores[1].item() - 1)]
+    own = DetectorOutput(logits, torch.tensor([5.0, 7.0]))  # a detector's own score wins
+    assert detection_objective(det, own, torch.tensor([0, 1])).tolist() == [5.0, -7.0]
     with pytest.raises(ValueError, match="masks"):
-        objective_values(det, logits, "localization", torch.tensor([0, 1]), None)
+        objective_values(det, output, "localization", torch.tensor([0, 1]), None)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -206,12 +209,12 @@ def test_objectives_push_the_wrong_way():
 
 @pytest.mark.parametrize("norm, eps", [("inf", 4 / 255), ("2", 0.5)])
 def test_native_pgd_stays_in_budget_and_raises_the_objective(norm, eps):
-    det = ToyDetector().eval().requires_grad_(False)
+    det = as_detector(ToyDetector().eval().requires_grad_(False))
     images, labels, masks = make_toy_data(8, seed=3)
     grid = mask_to_grid(masks, (8, 8))
 
     def objective(x: Tensor) -> Tensor:
-        return objective_values(det, det(x), "localization", labels, grid)
+        return objective_values(det, det.predict(x), "localization", labels, grid)
 
     adv = pgd(objective, images, eps=eps, norm=norm, steps=5, rng=np.random.RandomState(0))
     delta = (adv - images).flatten(1)
@@ -341,11 +344,11 @@ def test_numbers_match_an_independent_computation(full_audit):
     det = ToyDetector()
     with torch.no_grad():
         logits = det(data.images)
-    assert np.allclose(scores["clean.image_scores"], image_scores(det, logits).numpy(), atol=1e-5)
+    assert np.allclose(scores["clean.image_scores"], topk_mean(logits, 3).numpy(), atol=1e-5)
     assert _value(results["clean"], "image_auroc") == pytest.approx(
         roc_auc_score(labels, scores["clean.image_scores"])
     )
-    maps = anomaly_maps(det, logits, SIZE).numpy()
+    maps = smooth_upsample(logits, SIZE).numpy()
     assert _value(results["clean"], "pixel_auroc") == pytest.approx(
         roc_auc_score(data.masks.numpy().ravel() > 0.5, maps.ravel()), abs=1e-6
     )

@@ -10,12 +10,13 @@ import torch
 from pgaudit.data.grid import mask_to_grid
 from pgaudit.errors import PgauditError
 from pgaudit.models import backbones
+from pgaudit.models.adapters import as_detector
 from pgaudit.models.checkpoint import (
     NotAPgauditCheckpoint,
     load_checkpoint,
     save_checkpoint,
 )
-from pgaudit.models.detector import anomaly_maps, image_scores, topk_mean
+from pgaudit.models.detector import DetectorOutput, topk_mean
 from pgaudit.models.patchguard import PatchGuard
 from pgaudit.models.presets import PRESETS, PatchGuardConfig, get_preset
 
@@ -91,9 +92,9 @@ def test_topk_mean_and_maps():
     logits = torch.zeros(1, 4, 4)
     logits[0, 0, :3] = torch.tensor([3.0, 6.0, 9.0])
     assert topk_mean(logits, 3).item() == pytest.approx(6.0)
-    detector = type("D", (), {"top_k": 1, "image_size": 32})()
-    assert image_scores(detector, logits).item() == pytest.approx(9.0)
-    maps = anomaly_maps(detector, logits, 32)
+    detector = as_detector(type("D", (), {"top_k": 1, "image_size": 32})())
+    assert detector.scores(DetectorOutput(logits)).item() == pytest.approx(9.0)
+    maps = detector.anomaly_map(logits, 32)
     assert maps.shape == (1, 32, 32)
     # Smoothing keeps the hot spot in the hot corner.
     assert maps[0, :8, :24].mean() > maps[0, 16:, 16:].mean()

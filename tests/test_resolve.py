@@ -14,7 +14,7 @@ from torch import nn
 
 from pgaudit.errors import PgauditError
 from pgaudit.models.checkpoint import fingerprint, save_checkpoint
-from pgaudit.models.detector import image_scores, topk_mean
+from pgaudit.models.detector import topk_mean
 from pgaudit.models.patchguard import PatchGuard
 from pgaudit.models.presets import PatchGuardConfig, get_preset
 from pgaudit.models.resolve import load_detector
@@ -166,8 +166,8 @@ def test_python_factory_output_shapes(user_module, factory):
 def test_dict_image_score_is_used_and_differentiable(user_module):
     detector = load_detector(f"{user_module}:scored").detector
     x = torch.rand(2, 3, 16, 16, requires_grad=True)
-    logits = detector(x)
-    scores = image_scores(detector, logits)
+    output = detector.predict(x)
+    logits, scores = output.logits, detector.scores(output)
     inner = detector.module
     expected = inner.conv(x)[:, 1].mean(dim=(1, 2))
     assert torch.allclose(scores, expected) and not torch.allclose(scores, topk_mean(logits))
@@ -324,8 +324,8 @@ def test_module_image_score_survives_pgd_restarts(user_module):
     target = BatchTarget(labels=torch.tensor([0, 1, 0, 1]), grid_masks=None)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the top-k fallback would warn
-        adv, logits = attacker.run(spec, x, target)
-        scores = image_scores(detector, logits)
+        adv, output = attacker.run(spec, x, target)
+        scores = detector.scores(output)
     with torch.no_grad():
         torch.testing.assert_close(scores, detector.module.conv(adv)[:, 1].mean(dim=(1, 2)))
 

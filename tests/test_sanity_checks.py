@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from pgaudit.attacks import adaptive, sanity
 from pgaudit.attacks.adaptive import EOTDetector, adaptive_note, pixel_map_objective
-from pgaudit.models.detector import image_scores, smooth_upsample
+from pgaudit.models.detector import DetectorOutput, smooth_upsample
 
 
 def entry(
@@ -255,9 +255,9 @@ def test_a_score_whose_gradient_is_a_proxy_is_caught():
 
 
 def test_a_proxy_objective_is_reported(monkeypatch):
-    def proxy(detector, logits, labels, threshold=0.0):  # mean instead of the top-k rule
+    def proxy(detector, output, labels, threshold=0.0):  # mean instead of the top-k rule
         sign = 1.0 - 2.0 * labels.float()
-        return sign * (logits.flatten(1).mean(1) - threshold)
+        return sign * (output.logits.flatten(1).mean(1) - threshold)
 
     x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     monkeypatch.setattr(adaptive, "detection_objective", proxy)
@@ -278,7 +278,7 @@ def test_eot_detector_averages_draws_and_keeps_the_rules():
     spread_eot = torch.stack([eot(x) for _ in range(20)]).std(0).mean()
     assert spread_eot < spread_one / 2.5  # ~ 1/sqrt(16) of the single-draw spread
     logits = eot(x)
-    assert torch.equal(image_scores(eot, logits), logits.flatten(1).amax(1))  # inner rule
+    assert torch.equal(eot.scores(DetectorOutput(logits)), logits.flatten(1).amax(1))  # inner
     note = adaptive_note(eot)
     assert note["eot"] is True and note["eot_draws"] == 16
     assert "own image_score" in note["differentiated"]
@@ -301,7 +301,7 @@ def test_eot_detector_averages_an_adapter_score():
             return {"anomaly_map": logits, "image_score": drawn[-1]}
 
     eot = EOTDetector(DetectorAdapter(Scored(), 16), 4)
-    scores = image_scores(eot, eot(torch.rand(2, 3, 16, 16, generator=generator)))
+    scores = eot.scores(eot.predict(torch.rand(2, 3, 16, 16, generator=generator)))
     assert len(drawn) == 4
     # the module's own score, averaged over the draws (not one draw, not the map's rule)
     assert torch.allclose(scores, torch.stack(drawn).mean(0))

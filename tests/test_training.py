@@ -293,8 +293,6 @@ def test_perturbation_bank_carries_each_images_last_perturbation() -> None:
 
 def test_topk_weight_aims_the_training_attack_at_the_image_score(widget) -> None:
     """With ``topk_weight`` the attack on normal images raises their top-k score further."""
-    from pgaudit.models.detector import image_scores
-
     model = _model().eval()
     images = _batch(widget)["images"]
     zeros = torch.zeros(len(images), *model.grid)
@@ -303,5 +301,5 @@ def test_topk_weight_aims_the_training_attack_at_the_image_score(widget) -> None
         adv = training_attack(model, images, zeros, eps=8 / 255, steps=3, topk_weight=weight,
                               rng=np.random.RandomState(0))  # fmt: skip
         with torch.no_grad():
-            scores[weight] = image_scores(model, model(adv)).mean().item()
+            scores[weight] = model.scores(model.predict(adv)).mean().item()
     assert scores[5.0] > scores[0.0], scores

@@ -15,88 +15,76 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from pgaudit.attacks.objectives import detection_objective
-from pgaudit.models.detector import (
-    DEFAULT_TOP_K,
-    IMAGE_SCORE_ATTR,
-    Detector,
-    anomaly_maps,
-    image_scores,
-)
+from pgaudit.models.adapters import as_detector
+from pgaudit.models.detector import Detector, DetectorOutput
 
 #: Draws averaged per forward pass by default (cost: ``n`` forwards and backwards per step).
 DEFAULT_EOT_DRAWS = 8
-_SCORE_ATTR = IMAGE_SCORE_ATTR
 
 
-class EOTDetector(nn.Module):
+class EOTDetector(Detector):
     """A detector whose logits are the mean of ``n`` forward passes of a random ``detector``.
 
     Image score and pixel map follow the wrapped detector's own rules, applied to the averaged
-    logits (a module-supplied image score, as adapters carry it, is averaged too). Attacks use it
-    like any detector; ``eot_draws`` tells the report how many draws were averaged.
+    logits (an image score the detector gives itself is averaged over the draws too). Attacks
+    use it like any detector; ``eot_draws`` tells the report how many draws were averaged.
     """
 
-    def __init__(self, detector: Detector, n: int = DEFAULT_EOT_DRAWS) -> None:
+    def __init__(self, detector: Any, n: int = DEFAULT_EOT_DRAWS) -> None:
         super().__init__()
         if n < 1:
             raise ValueError(f"EOT needs at least one draw, got n={n}")
-        self.detector = detector
+        self.detector = detector  # registered as given: the weights keep their key names
+        self._inner: Detector = as_detector(detector)
         self.eot_draws = int(n)
-        self.image_size = int(detector.image_size)
-        self.top_k = getattr(detector, "top_k", DEFAULT_TOP_K)
+        self.image_size = int(self._inner.image_size)
+        self.top_k = self._inner.top_k
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "_inner":  # the Detector view of ``detector``, not a second submodule
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
+    def predict(self, images: Tensor) -> DetectorOutput:
+        draws = [self._inner.predict(images) for _ in range(self.eot_draws)]
+        logits = torch.stack([d.logits for d in draws]).mean(dim=0)
+        scores = [d.image_score for d in draws]
+        if all(s is not None for s in scores):
+            return DetectorOutput(logits, torch.stack(scores).mean(dim=0))  # type: ignore[misc]
+        return DetectorOutput(logits)
 
     def forward(self, images: Tensor) -> Tensor:
-        draws = [self.detector(images) for _ in range(self.eot_draws)]
-        logits = torch.stack(draws).mean(dim=0)
-        scores = [getattr(d, _SCORE_ATTR, None) for d in draws]
-        if all(s is not None for s in scores):
-            setattr(logits, _SCORE_ATTR, torch.stack(scores).mean(dim=0))
-        return logits
+        return self.predict(images).logits
 
     def image_score(self, logits: Tensor) -> Tensor:
-        """The wrapped detector's image score of (averaged) logits."""
-        score = getattr(logits, _SCORE_ATTR, None)
-        return score if score is not None else image_scores(self.detector, logits)
+        """The wrapped detector's image score rule on (averaged) logits."""
+        return self._inner.image_score(logits)
 
     def anomaly_map(self, logits: Tensor, size: int) -> Tensor:
         """The wrapped detector's pixel map of (averaged) logits."""
-        return anomaly_maps(self.detector, logits, size)
+        return self._inner.anomaly_map(logits, size)
+
+    def rules(self) -> tuple[str, str]:
+        return self._inner.rules()
 
 
 def pixel_map_objective(detector: Detector, logits: Tensor, masks: Tensor) -> Tensor:
     """``mean(map | m=0) − mean(map | m=1)`` per image on the smoothed pixel map (``[B]``).
 
     ``masks``: ``[B, S, S]`` pixel ground truth (all zero for normal images); the map is the
-    detector's own :func:`~pgaudit.models.detector.anomaly_maps` at the mask size, i.e. exactly
+    detector's own ``anomaly_map`` at the mask size, i.e. exactly
     what pixel AUROC ranks. An empty side counts 0.
     """
-    maps = anomaly_maps(detector, logits, int(masks.shape[-1])).flatten(1)
+    maps = as_detector(detector).anomaly_map(logits, int(masks.shape[-1])).flatten(1)
     m = (masks.flatten(1) >= 0.5).to(maps.dtype)
     n_anom = m.sum(dim=1)
     mean_norm = (maps * (1 - m)).sum(dim=1) / (m.shape[1] - n_anom).clamp_min(1)
     mean_anom = (maps * m).sum(dim=1) / n_anom.clamp_min(1)
     return mean_norm - mean_anom
-
-
-def _inner(detector: Detector) -> Detector:
-    return detector.detector if isinstance(detector, EOTDetector) else detector
-
-
-def _score_rule(detector: Detector) -> str:
-    inner = _inner(detector)
-    if callable(getattr(inner, "image_score", None)):
-        return "the detector's own image_score() of its logits"
-    k = getattr(inner, "top_k", DEFAULT_TOP_K)
-    return f"top-{k} mean of the logit map"
-
-
-def _map_rule(detector: Detector) -> str:
-    if callable(getattr(_inner(detector), "anomaly_map", None)):
-        return "the detector's own anomaly_map() of its logits"
-    return "bilinear upsampling of the logit map to the image size + Gaussian smoothing"
 
 
 #: L2 finite-difference steps, tried in turn: a curved score matches at a smaller one.
@@ -107,8 +95,8 @@ def _matches(
     detector: Detector, x: Tensor, u: Tensor, step: float, analytic: float, rtol: float, norm: float
 ) -> bool:
     with torch.no_grad():
-        plus = image_scores(detector, detector(x + step * u))
-        minus = image_scores(detector, detector(x - step * u))
+        plus = detector.scores(detector.predict(x + step * u))
+        minus = detector.scores(detector.predict(x - step * u))
     numeric = float((plus - minus).sum()) / (2 * step)
     return abs(numeric - analytic) <= rtol * max(abs(numeric), abs(analytic)) + 5e-4 * norm
 
@@ -127,16 +115,18 @@ def detection_gradient_is_faithful(
     input. A detector whose forward pass is random (two passes differ) cannot be checked this
     way: ``None``.
     """
+    detector = as_detector(detector)
     x = images[:1].detach().clone().float()
-    params = detector.parameters() if isinstance(detector, nn.Module) else iter(())
-    x = x.to(next(params, x).device)
+    x = x.to(next(detector.parameters(), x).device)
     with torch.no_grad():
-        first, second = image_scores(detector, detector(x)), image_scores(detector, detector(x))
+        first = detector.scores(detector.predict(x))
+        second = detector.scores(detector.predict(x))
     if not torch.allclose(first, second, rtol=1e-5, atol=1e-6):
         return None
     x.requires_grad_(True)
     try:
-        value = detection_objective(detector, detector(x), torch.zeros(1, device=x.device)).sum()
+        zero = torch.zeros(1, device=x.device)
+        value = detection_objective(detector, detector.predict(x), zero).sum()
         (grad,) = torch.autograd.grad(value, x)
     except RuntimeError:  # the objective does not reach the input: no gradient at all
         return False
@@ -164,12 +154,14 @@ def adaptive_note(
     the note says it was not checked). ``eot``: whether the attacks ran through
     :class:`EOTDetector` (default: whether ``detector`` is one).
     """
+    detector = as_detector(detector)
     eot = isinstance(detector, EOTDetector) if eot is None else bool(eot)
-    draws = getattr(detector, "eot_draws", None) if eot else None
-    differentiated = f"image score = {_score_rule(detector)}; pixel map = {_map_rule(detector)}"
+    draws = detector.eot_draws if eot and isinstance(detector, EOTDetector) else None
+    faithful = None if images is None else detection_gradient_is_faithful(detector, images)
+    score_rule, map_rule = detector.rules()  # after a forward pass: adapters know their output
+    differentiated = f"image score = {score_rule}; pixel map = {map_rule}"
     if draws:
         differentiated += f" (logits averaged over {draws} random forward passes: EOT)"
-    faithful = None if images is None else detection_gradient_is_faithful(detector, images)
     verified = {
         True: "(gradient checked against finite differences of s on a test image)",
         False: "(NOT verified: its gradient disagrees with finite differences of s)",

@@ -24,7 +24,8 @@ from torch import Tensor, nn
 
 from pgaudit.attacks.objectives import DetectionMarginLoss, LocalizationMarginLoss
 from pgaudit.attacks.suites import AttackSpec
-from pgaudit.models.detector import Detector, image_scores
+from pgaudit.models.adapters import as_detector
+from pgaudit.models.detector import Detector
 
 if TYPE_CHECKING:
     from art.estimators.classification import PyTorchClassifier
@@ -39,8 +40,7 @@ class DetectionHead(nn.Module):
         self.threshold = float(threshold)
 
     def forward(self, images: Tensor) -> Tensor:
-        logits = self.detector(images.float())
-        margin = image_scores(self.detector, logits) - self.threshold
+        margin = self.detector.scores(self.detector.predict(images.float())) - self.threshold
         return torch.stack([-margin, margin], dim=1)
 
 
@@ -73,7 +73,7 @@ class ArtBridge:
     def __init__(
         self, detector: Detector, *, input_shape: tuple[int, ...], cells: int, device: torch.device
     ) -> None:
-        self.detector = detector
+        self.detector = as_detector(detector)
         self.input_shape = tuple(input_shape)
         self.cells = int(cells)
         self.device = torch.device(device)

@@ -20,7 +20,8 @@ from torch import Tensor
 from pgaudit.attacks import native
 from pgaudit.attacks.objectives import objective_values
 from pgaudit.attacks.suites import AttackSpec
-from pgaudit.models.detector import IMAGE_SCORE_ATTR, Detector
+from pgaudit.models.adapters import as_detector
+from pgaudit.models.detector import Detector, DetectorOutput
 
 if TYPE_CHECKING:
     from pgaudit.attacks.art_bridge import ArtBridge
@@ -54,7 +55,8 @@ def seeded_global_rngs(seed: int) -> Iterator[None]:
 
 
 class Attacker:
-    """Runs :class:`AttackSpec` s on batches of one (frozen, eval-mode) detector."""
+    """Runs :class:`AttackSpec` s on batches of one (frozen, eval-mode) detector (a plain module
+    or callable is wrapped by :func:`~pgaudit.models.adapters.as_detector`)."""
 
     def __init__(
         self,
@@ -65,7 +67,7 @@ class Attacker:
         device: torch.device | str,
         seed: int = 0,
     ) -> None:
-        self.detector = detector
+        self.detector = as_detector(detector)
         self.device = torch.device(device)
         self.seed = seed
         self.input_shape = tuple(input_shape)
@@ -83,15 +85,15 @@ class Attacker:
             )
         return self._bridge
 
-    def logits(self, images: Tensor) -> Tensor:
-        """Plain forward pass (no gradients): ``[B, h, w]`` logits."""
+    def output(self, images: Tensor) -> DetectorOutput:
+        """Plain forward pass (no gradients): logits ``[B, h, w]`` and the detector's own score."""
         with torch.no_grad():
-            return self.detector(images)
+            return self.detector.predict(images)
 
-    def objective(self, spec: AttackSpec, logits: Tensor, target: BatchTarget) -> Tensor:
+    def objective(self, spec: AttackSpec, output: DetectorOutput, target: BatchTarget) -> Tensor:
         return objective_values(
             self.detector,
-            logits,
+            output,
             spec.objective,
             target.labels,
             target.grid_masks,
@@ -106,7 +108,7 @@ class Attacker:
                 raise ValueError(f"no native implementation of {spec.attack!r}")
 
             def fn(x: Tensor) -> Tensor:
-                return self.objective(spec, self.detector(x), target)
+                return self.objective(spec, self.detector.predict(x), target)
 
             fgsm = spec.attack == "fgsm"
             with torch.enable_grad():
@@ -127,12 +129,13 @@ class Attacker:
 
     def run(
         self, spec: AttackSpec, images: Tensor, target: BatchTarget, batch_index: int = 0
-    ) -> tuple[Tensor, Tensor]:
-        """Adversarial images for one batch and their logits (recomputed by a plain forward).
+    ) -> tuple[Tensor, DetectorOutput]:
+        """Adversarial images for one batch and their output (recomputed by a plain forward).
 
         PGD restarts (native and ART alike) are independent random starts; per image the one
-        with the highest objective is kept. AutoPGD and Square handle restarts inside ART.
-        The seed depends on (run seed, attack id, batch), not on the library.
+        with the highest objective is kept (its logits and own image score alike). AutoPGD and
+        Square handle restarts inside ART. The seed depends on (run seed, attack id, batch), not
+        on the library.
         """
         seed = batch_seed(self.seed, spec.id, batch_index)
         # Native PGD draws its starts from this stream exactly as ART draws them from numpy's
@@ -140,32 +143,29 @@ class Attacker:
         rng = np.random.RandomState(seed)
         runs = spec.restarts if spec.attack == "pgd" else 1
         best_x: Tensor | None = None
-        best_logits: Tensor | None = None
+        best: DetectorOutput | None = None
         best_val: Tensor | None = None
         with seeded_global_rngs(seed):
             for _ in range(runs):
                 adv = self._one_run(spec, images, target, rng).detach()
-                logits = self.logits(adv)
-                if best_x is None:
-                    best_x, best_logits = adv, logits
+                out = self.output(adv)
+                if best_x is None or best is None:
+                    best_x, best = adv, out
                     if runs > 1:
-                        best_val = self.objective(spec, logits, target)
+                        best_val = self.objective(spec, out, target)
                     continue
-                val = self.objective(spec, logits, target)
+                val = self.objective(spec, out, target)
                 better = val > best_val
                 best_x = torch.where(better.view(-1, 1, 1, 1), adv, best_x)
-                kept_score = _merged_score(better, logits, best_logits)
-                best_logits = torch.where(better.view(-1, 1, 1), logits, best_logits)
-                if kept_score is not None:
-                    setattr(best_logits, IMAGE_SCORE_ATTR, kept_score)
+                best = _keep_better(better, out, best)
                 best_val = torch.where(better, val, best_val)
-        assert best_x is not None and best_logits is not None
-        return best_x, best_logits
+        assert best_x is not None and best is not None
+        return best_x, best
 
 
-def _merged_score(better: Tensor, logits: Tensor, best_logits: Tensor) -> Tensor | None:
-    """A module-given image score (see adapters) chosen per image like the logits, if present."""
-    new, old = getattr(logits, IMAGE_SCORE_ATTR, None), getattr(best_logits, IMAGE_SCORE_ATTR, None)
-    if new is None or old is None:
-        return None
-    return torch.where(better, new, old)
+def _keep_better(better: Tensor, new: DetectorOutput, old: DetectorOutput) -> DetectorOutput:
+    """Per image, ``new`` where ``better`` else ``old`` (logits and own image score alike)."""
+    logits = torch.where(better.view(-1, 1, 1), new.logits, old.logits)
+    if new.image_score is None or old.image_score is None:
+        return DetectorOutput(logits)
+    return DetectorOutput(logits, torch.where(better, new.image_score, old.image_score))

@@ -12,21 +12,22 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from pgaudit.models.detector import Detector, image_scores
+from pgaudit.models.detector import Detector, DetectorOutput
 
 Objective = Literal["detection", "localization"]
 OBJECTIVES: tuple[str, ...] = ("detection", "localization")
 
 
 def detection_objective(
-    detector: Detector, logits: Tensor, labels: Tensor, threshold: float = 0.0
+    detector: Detector, output: DetectorOutput, labels: Tensor, threshold: float = 0.0
 ) -> Tensor:
     """``(1 - 2y) · (s - t)`` per image: raise normal scores, lower anomalous ones (``[B]``).
 
-    ``s`` is the detector's real image score (its top-k rule), ``y`` the label (0 normal,
-    1 anomalous), ``t`` the decision threshold (a constant: it shifts the value, not the gradient).
+    ``s`` is the detector's real image score of ``output`` (``detector.scores``: its own, or its
+    top-k rule), ``y`` the label (0 normal, 1 anomalous), ``t`` the decision threshold (a
+    constant: it shifts the value, not the gradient).
     """
-    scores = image_scores(detector, logits)
+    scores = detector.scores(output)
     sign = 1.0 - 2.0 * labels.to(device=scores.device, dtype=scores.dtype)
     return sign * (scores - threshold)
 
@@ -48,19 +49,20 @@ def localization_objective(logits: Tensor, grid_masks: Tensor) -> Tensor:
 
 def objective_values(
     detector: Detector,
-    logits: Tensor,
+    output: DetectorOutput,
     objective: str,
     labels: Tensor,
     grid_masks: Tensor | None,
     threshold: float = 0.0,
 ) -> Tensor:
-    """The chosen objective per image (``[B]``), larger = more successful attack."""
+    """The chosen objective per image (``[B]``) on one ``detector.predict`` output, larger = more
+    successful attack."""
     if objective == "detection":
-        return detection_objective(detector, logits, labels, threshold)
+        return detection_objective(detector, output, labels, threshold)
     if objective == "localization":
         if grid_masks is None:
             raise ValueError("the localization objective needs ground-truth masks")
-        return localization_objective(logits, grid_masks)
+        return localization_objective(output.logits, grid_masks)
     raise ValueError(f"unknown objective {objective!r}; expected one of {OBJECTIVES}")
 
 

@@ -51,8 +51,9 @@ from pgaudit.attacks.testset import AuditSet, iterate_batches, prepare_test_set,
 from pgaudit.data.grid import mask_to_grid
 from pgaudit.devices import resolve_device
 from pgaudit.errors import ParameterError, PgauditError
+from pgaudit.models.adapters import as_detector
 from pgaudit.models.checkpoint import weights_fingerprint
-from pgaudit.models.detector import Detector, anomaly_maps, freeze, image_scores, unfreeze
+from pgaudit.models.detector import Detector, attack_mode
 from pgaudit.results import DEFAULT_BOOTSTRAP, SCHEMA, write_results
 from pgaudit.runtime import distributed
 
@@ -204,7 +205,8 @@ class _Audit:
         task = self.bar.add_task("clean", total=len(self.own))
         with torch.no_grad():
             for pos, images, _, batch_masks in self.batches():
-                logits = self.detector(images)
+                output = self.detector.predict(images)
+                logits = output.logits
                 if logits.ndim != 3:
                     raise PgauditError(
                         f"the detector returned logits of shape {tuple(logits.shape)}: a detector "
@@ -219,7 +221,7 @@ class _Audit:
                     logits_all = np.empty((n, *logits.shape[1:]), dtype=np.float32)
                     input_shape = tuple(images.shape[1:])
                 logits_all[pos] = logits.float().cpu().numpy()
-                scores[pos] = image_scores(self.detector, logits).float().cpu().numpy()
+                scores[pos] = self.detector.scores(output).float().cpu().numpy()
                 masks[pos] = (batch_masks >= 0.5).cpu().numpy()
                 self.bar.advance(task, images.shape[0])
         assert logits_all is not None
@@ -260,9 +262,9 @@ class _Audit:
             grid_masks = mask_to_grid(masks, clean.grid) if self.test.has_masks else None
             target = BatchTarget(labels, grid_masks, threshold)
             batch_index = pos.start // self.batch_size  # the same seeds for any number of workers
-            adv, logits = attacker.run(spec, images, target, batch_index=batch_index)
-            rec.logits[pos] = logits.float().cpu().numpy()
-            rec.scores[pos] = image_scores(self.detector, logits).float().cpu().numpy()
+            adv, output = attacker.run(spec, images, target, batch_index=batch_index)
+            rec.logits[pos] = output.logits.float().cpu().numpy()
+            rec.scores[pos] = self.detector.scores(output).float().cpu().numpy()
             rec.measure(adv, images)
             for p in keep:
                 if pos.start <= p < pos.stop:
@@ -294,7 +296,7 @@ class _Audit:
             for i in range(0, logits.shape[0], chunk):
                 part = torch.from_numpy(logits[i : i + chunk]).to(self.device)
                 out[i : i + chunk] = (
-                    anomaly_maps(self.detector, part, self.size).float().cpu().numpy()
+                    self.detector.anomaly_map(part, self.size).float().cpu().numpy()
                 )
         return out
 
@@ -383,23 +385,13 @@ def run_audit(
     main = distributed.is_main()
     durations = {"prepare": time.perf_counter() - t_start}
 
-    module = detector if isinstance(detector, nn.Module) else None
-    was_training = bool(module is not None and module.training)
-    flags: list[bool] = []
-    if module is not None:
-        module.to(device).eval()
-        flags = freeze(module)
-    try:
-        with _progress(progress and main, console) as bar:
-            audit = _Audit(
-                detector, test, device=device, batch_size=batch_size, seed=seed,
-                bootstrap=bootstrap, bar=bar, surrogate=surrogate,
-            )  # fmt: skip
-            body = _run(audit, suite, out_dir, save_maps, gallery_size, durations)
-    finally:
-        if module is not None:
-            unfreeze(module, flags)
-            module.train(was_training)
+    attacked = as_detector(detector).to(device)  # a plain module or callable: wrapped
+    with attack_mode(attacked), _progress(progress and main, console) as bar:
+        audit = _Audit(
+            attacked, test, device=device, batch_size=batch_size, seed=seed,
+            bootstrap=bootstrap, bar=bar, surrogate=surrogate,
+        )  # fmt: skip
+        body = _run(audit, suite, out_dir, save_maps, gallery_size, durations)
     if body is None:  # a worker other than rank 0: rank 0 has the results
         return {}
 
@@ -546,10 +538,10 @@ def _model_section(detector: Detector, model_info: dict[str, Any] | None) -> dic
         "kind": type(detector).__name__.lower(),
         "name": type(detector).__name__,
     }
-    describe = getattr(detector, "describe", None)
-    if callable(describe):
-        card = describe()
-        model.update(name=str(card.get("architecture", model["name"])), preset=card.get("preset"))
+    card = as_detector(detector).card().info
+    model["name"] = str(card.get("architecture", model["name"]))
+    if isinstance(detector, Detector):  # one of pgaudit's own (or an adapter): it has a card
+        model["preset"] = card.get("preset")
     model.update(model_info or {})
     if not model.get("fingerprint"):
         model["fingerprint"] = (

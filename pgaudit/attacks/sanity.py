@@ -21,21 +21,21 @@ convergence pair is missing, + ``pgd_steps`` with a surrogate) forward+backward 
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from pgaudit.attacks import native
 from pgaudit.attacks.adaptive import DEFAULT_EOT_DRAWS, EOTDetector
 from pgaudit.attacks.eps import default_step_size
 from pgaudit.attacks.execute import batch_seed
 from pgaudit.attacks.objectives import detection_objective
-from pgaudit.models.detector import Detector, freeze, image_scores, unfreeze
+from pgaudit.models.adapters import as_detector
+from pgaudit.models.detector import Detector, attack_mode
 
 #: AUROC differences up to this size count as noise in the comparisons.
 TOLERANCE = 0.02
@@ -382,10 +382,11 @@ def _chunks(n: int, size: int) -> Iterator[slice]:
 
 
 def _scores(detector: Detector, images: Tensor, batch_size: int) -> np.ndarray:
+    detector = as_detector(detector)
     out = []
     with torch.no_grad():
         for sl in _chunks(images.shape[0], batch_size):
-            out.append(image_scores(detector, detector(images[sl])).float().cpu())
+            out.append(detector.scores(detector.predict(images[sl])).float().cpu())
     return torch.cat(out).numpy()
 
 
@@ -408,12 +409,13 @@ def _pgd_detection(
     random_init: bool = True,
 ) -> Tensor:
     """Native PGD on the detection objective, chunk by chunk; the adversarial images."""
+    detector = as_detector(detector)
     out = []
     for b, sl in enumerate(_chunks(images.shape[0], batch_size)):
         y = labels[sl]
 
         def fn(x: Tensor, y: Tensor = y) -> Tensor:
-            return detection_objective(detector, detector(x), y)
+            return detection_objective(detector, detector.predict(x), y)
 
         with torch.enable_grad():
             out.append(
@@ -456,6 +458,7 @@ def trace_pgd(
     batch_size: int = 16,
 ) -> PGDTrace:
     """Native PGD-``steps`` at ``eps`` (L∞, random start) recording gradients and objectives."""
+    detector = as_detector(detector)
     n = images.shape[0]
     zero = nonfinite = total = 0
     alive = torch.zeros(n, dtype=torch.bool)
@@ -477,7 +480,7 @@ def trace_pgd(
 
         def fn(x: Tensor, y: Tensor = y, sl: slice = sl, calls: list[int] = calls) -> Tensor:
             x.register_hook(record)
-            values = detection_objective(detector, detector(x), y)
+            values = detection_objective(detector, detector.predict(x), y)
             if not calls:
                 start[sl] = values.detach().float().cpu()
             calls.append(1)
@@ -486,7 +489,7 @@ def trace_pgd(
         with torch.enable_grad():
             adv = native.pgd(fn, images[sl], eps=eps, steps=steps, rng=_rng(seed, "pgd", b))
         with torch.no_grad():
-            end_scores.append(image_scores(detector, detector(adv)).float().cpu())
+            end_scores.append(detector.scores(detector.predict(adv)).float().cpu())
     scores = torch.cat(end_scores)
     sign = 1.0 - 2.0 * labels.float().cpu()
     return PGDTrace(
@@ -785,16 +788,6 @@ def check_convergence_by_rerun(
     return make_check(name, "warn" if abs(change) >= delta else "pass", evidence)
 
 
-@contextlib.contextmanager
-def _no_param_grads(*detectors: Any) -> Iterator[None]:
-    frozen = [(d, freeze(d)) for d in detectors if isinstance(d, nn.Module)]
-    try:
-        yield
-    finally:
-        for d, flags in reversed(frozen):
-            unfreeze(d, flags)
-
-
 # ------------------------------------------------------------------------------------------------
 # everything at once
 
@@ -817,7 +810,8 @@ def run_sanity_checks(
     ``surrogate``: a smooth stand-in detector for the transfer check (skipped without one).
     ``results``: needs ``attacks``,
     ``clean`` and ``headline_eps`` (a partial results dict is fine). Call with the detector in
-    the mode it is audited in (eval); parameter gradients are switched off here and restored.
+    the mode it is audited in (eval); both detectors are put in :func:`attack_mode` here (eval,
+    no parameter gradients) and restored afterwards.
     When the forward pass is random and ``detector`` is not an :class:`EOTDetector`, the extra
     runs attack and score through one (and the determinism check says so).
     """
@@ -829,8 +823,10 @@ def run_sanity_checks(
     x = images[pos].to(device=device, dtype=torch.float32)
     y = y_all[pos].to(device)
 
+    detector = as_detector(detector)
+    surrogate = None if surrogate is None else as_detector(surrogate)
     checks: dict[str, dict[str, Any]] = {}
-    with _no_param_grads(detector, surrogate):
+    with attack_mode(detector), attack_mode(surrogate):
         checks["deterministic-forward"] = check_deterministic_forward(
             detector, x, eot_draws=cfg.eot_draws
         )

@@ -9,13 +9,13 @@ returns, differentiably w.r.t. the images, either
   optional ``image_score`` ``[B]`` / ``[B, 1]``.
 
 Larger = more anomalous. ``image_size`` comes from the module's ``image_size`` attribute or from
-``--image-size``; ``top_k``, ``image_score(logits)`` and ``anomaly_map(logits, size)`` on the
-module are honoured like on any detector.
+``--image-size``; ``top_k``, ``image_score(logits)``, ``anomaly_map(logits, size)`` and
+``describe()`` (extra model-card entries) on the module are honoured.
 
-A dict's ``image_score`` is attached to the logits tensor the adapter returns, so
-``image_scores(detector, detector(x))`` returns the detector's own score, still differentiable
-w.r.t. ``x``. If the logits are transformed first (sliced, concatenated), the score is lost and the
-shared top-k rule is used, with a warning.
+:class:`DetectorAdapter` is a :class:`~pgaudit.models.detector.Detector`: ``adapter.predict(x)``
+returns a :class:`~pgaudit.models.detector.DetectorOutput` carrying a dict's ``image_score``
+(still differentiable w.r.t. ``x``), ``adapter(x)`` the logits alone. :func:`as_detector` wraps
+anything that is not yet a Detector (a plain module or callable), as the API entry points do.
 """
 
 from __future__ import annotations
@@ -29,13 +29,23 @@ import torch
 from torch import Tensor, nn
 
 from pgaudit.errors import PgauditError
-from pgaudit.models.detector import DEFAULT_TOP_K, IMAGE_SCORE_ATTR, image_scores, topk_mean
+from pgaudit.models.detector import (
+    DEFAULT_MAP_RULE,
+    DEFAULT_TOP_K,
+    OWN_MAP_RULE,
+    OWN_SCORE_RULE,
+    Detector,
+    DetectorCard,
+    DetectorOutput,
+    attack_mode,
+    smooth_upsample,
+    topk_mean,
+)
 
 CONTRACT = (
     "a detector must return anomaly logits [B,h,w], [B,1,h,w] or [B,h*w], or a dict with "
     "'anomaly_map' (one of those) and optional 'image_score' [B]"
 )
-_SCORE_ATTR = IMAGE_SCORE_ATTR
 
 
 def _describe(value: Any) -> str:
@@ -92,7 +102,12 @@ def to_logits(
     """A detector's raw output -> (logits ``[B, h, w]``, its own image score ``[B]`` or None)."""
     if isinstance(output, Tensor):
         return _as_grid(output, batch, grid, name, "a tensor"), None
-    if isinstance(output, Mapping):
+    if isinstance(output, DetectorOutput):  # a module that is itself a pgaudit Detector
+        fields: Mapping[str, Any] = {
+            "anomaly_map": output.logits,
+            "image_score": output.image_score,
+        }
+    elif isinstance(output, Mapping):
         fields = output
     elif hasattr(output, "anomaly_map"):
         fields = {
@@ -122,11 +137,12 @@ def resolve_image_size(module: nn.Module, image_size: int | None, name: str) -> 
     return image_size
 
 
-class DetectorAdapter(nn.Module):
-    """A user's module seen through the Detector protocol (``[B,3,S,S]`` -> logits ``[B,h,w]``).
+class DetectorAdapter(Detector):
+    """A user's module seen as a :class:`~pgaudit.models.detector.Detector`.
 
     The wrapped module is ``adapter.module``: its parameters are the adapter's, so hardening
-    trains them and ``adapter.module.state_dict()`` holds the user's own key names.
+    trains them and ``adapter.module.state_dict()`` holds the user's own key names. ``module``
+    may also be a plain callable (no parameters). ``source_spec``: the factory it came from.
     """
 
     def __init__(
@@ -136,35 +152,44 @@ class DetectorAdapter(nn.Module):
         *,
         grid: tuple[int, int] | None = None,
         name: str = "the detector",
+        source_spec: str | None = None,
     ) -> None:
         super().__init__()
         self.module = module
         self.image_size = int(image_size)
-        self.grid = tuple(grid) if grid is not None else None
+        self.grid = tuple(grid) if grid is not None else None  # type: ignore[assignment]
         self.name = name
+        self.source_spec = source_spec
         top_k = getattr(module, "top_k", DEFAULT_TOP_K)
         self.top_k = int(top_k) if isinstance(top_k, int) else DEFAULT_TOP_K
         self._warned = False
         self._gives_score = False
-        own_map = getattr(module, "anomaly_map", None)
-        if callable(own_map) and not isinstance(own_map, nn.Module):
-            self.anomaly_map = own_map
 
-    def forward(self, images: Tensor) -> Tensor:
-        logits, score = to_logits(self.module(images), images.shape[0], self.grid, self.name)
+    @property
+    def _own_score(self) -> Any:
+        own = getattr(self.module, "image_score", None)
+        return own if callable(own) and not isinstance(own, Tensor) else None
+
+    @property
+    def _own_map(self) -> Any:
+        own = getattr(self.module, "anomaly_map", None)
+        return own if callable(own) and not isinstance(own, nn.Module) else None
+
+    def predict(self, images: Tensor) -> DetectorOutput:
+        module = self.module
+        raw = module.predict(images) if isinstance(module, Detector) else module(images)
+        logits, score = to_logits(raw, images.shape[0], self.grid, self.name)
         if score is not None:
             self._gives_score = True
-            setattr(logits, _SCORE_ATTR, score)
-        return logits
+        return DetectorOutput(logits, score)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.predict(images).logits
 
     def image_score(self, logits: Tensor) -> Tensor:
-        """The module's own image score if it gave one for these logits, else the top-k mean."""
-        score = getattr(logits, _SCORE_ATTR, None)
-        if score is not None:
-            return score
-        own = getattr(self.module, "image_score", None)
-        if callable(own) and not isinstance(own, Tensor):
-            return own(logits)
+        """The module's own ``image_score(logits)`` if it has one, else the top-k mean."""
+        if self._own_score is not None:
+            return self._own_score(logits)
         if self._gives_score and not self._warned:
             self._warned = True
             warnings.warn(
@@ -174,8 +199,55 @@ class DetectorAdapter(nn.Module):
             )
         return topk_mean(logits, self.top_k)
 
+    def anomaly_map(self, logits: Tensor, size: int) -> Tensor:
+        """The module's own ``anomaly_map(logits, size)`` if it has one, else upsample + smooth."""
+        if self._own_map is not None:
+            return self._own_map(logits, size)
+        return smooth_upsample(logits, size)
 
-def probe(detector: nn.Module, name: str, device: str | torch.device = "cpu") -> dict[str, Any]:
+    def rules(self) -> tuple[str, str]:
+        if isinstance(self.module, Detector) and not self._gives_score:
+            return self.module.rules()
+        own_score = self._own_score is not None or self._gives_score
+        return (
+            OWN_SCORE_RULE if own_score else f"top-{self.top_k} mean of the logit map",
+            OWN_MAP_RULE if self._own_map is not None else DEFAULT_MAP_RULE,
+        )
+
+    def card(self) -> DetectorCard:
+        """Architecture, parameter count and image size, after the module's own ``describe()``
+        (or its ``card()``, for a module that is itself a Detector)."""
+        module = self.module
+        script = isinstance(module, torch.jit.ScriptModule)
+        params = module.parameters() if isinstance(module, nn.Module) else iter(())
+        info: dict[str, Any] = {
+            "architecture": "TorchScript" if script else type(module).__name__,
+            "parameters": sum(p.numel() for p in params if p.is_floating_point()),
+            "image_size": self.image_size,
+        }
+        describe = module.card().info.copy if isinstance(module, Detector) else None
+        describe = describe or getattr(module, "describe", None)  # a user module's extra entries
+        if callable(describe) and not script:
+            try:
+                extra = describe()
+                if isinstance(extra, Mapping):
+                    info = {**dict(extra), **info}
+            except Exception:  # a card is a nicety; never fail for it
+                pass
+        return DetectorCard(info, source_spec=self.source_spec)
+
+
+def as_detector(detector: Any) -> Detector:
+    """``detector`` as a :class:`~pgaudit.models.detector.Detector`: itself if it is one, else
+    a plain module or callable (``images -> logits``, ``image_size`` attribute) wrapped in a
+    :class:`DetectorAdapter` (its ``top_k``/``image_score``/``anomaly_map`` honoured)."""
+    if isinstance(detector, Detector):
+        return detector
+    size = resolve_image_size(detector, None, f"the {type(detector).__name__} detector")
+    return DetectorAdapter(detector, size, name=f"the {type(detector).__name__} detector")
+
+
+def probe(detector: Detector, name: str, device: str | torch.device = "cpu") -> dict[str, Any]:
     """Run two random images through ``detector`` to check its output early.
 
     Returns ``{"patch_grid": [h, w], "differentiable": bool, "own_image_score": bool}``
@@ -186,14 +258,13 @@ def probe(detector: nn.Module, name: str, device: str | torch.device = "cpu") ->
     size = int(detector.image_size)
     generator = torch.Generator().manual_seed(0)
     images = torch.rand(2, 3, size, size, generator=generator).to(device).requires_grad_(True)
-    was_training = detector.training
-    detector.eval()
     try:
-        with torch.enable_grad():
-            logits = detector(images)
-            scores = image_scores(detector, logits) if isinstance(logits, Tensor) else None
+        with attack_mode(detector), torch.enable_grad():
+            output = detector.predict(images)
+            logits = output.logits
+            scores = detector.scores(output)
             grad = None
-            if scores is not None and scores.requires_grad:
+            if scores.requires_grad:
                 (grad,) = torch.autograd.grad(scores.sum(), images, allow_unused=True)
     except PgauditError:
         raise
@@ -203,14 +274,12 @@ def probe(detector: nn.Module, name: str, device: str | torch.device = "cpu") ->
             f"{str(exc).splitlines()[0][:160] if str(exc) else ''}); check --image-size and that "
             "it accepts images in [0, 1]."
         ) from None
-    finally:
-        detector.train(was_training)
     if not isinstance(logits, Tensor) or logits.ndim != 3 or logits.shape[0] != 2:
         raise _bad_output(name, _describe(logits))
-    if scores is None or scores.shape != (2,):
+    if not isinstance(scores, Tensor) or scores.shape != (2,):
         raise _bad_output(name, f"image scores of shape {list(getattr(scores, 'shape', []))}")
     return {
         "patch_grid": list(logits.shape[1:]),
         "differentiable": grad is not None,
-        "own_image_score": getattr(logits, _SCORE_ATTR, None) is not None,
+        "own_image_score": output.image_score is not None,
     }

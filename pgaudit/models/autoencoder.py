@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pgaudit.models.detector import Detector, DetectorCard
+
 
 @dataclass(frozen=True)
 class AutoencoderConfig:
@@ -48,7 +50,7 @@ def _up(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1), nn.LeakyReLU(0.2))
 
 
-class Autoencoder(nn.Module):
+class Autoencoder(Detector):
     """Images in [0, 1] ``[B, 3, S, S]`` -> per-patch reconstruction error ``[B, S/p, S/p]``."""
 
     def __init__(self, config: AutoencoderConfig) -> None:
@@ -84,9 +86,9 @@ class Autoencoder(nn.Module):
         error = (self.reconstruct(images) - images).pow(2).mean(dim=1, keepdim=True)
         return F.avg_pool2d(error, self.config.patch).squeeze(1)
 
-    def describe(self) -> dict[str, Any]:
-        """A short model card."""
-        return {
+    def card(self) -> DetectorCard:
+        """A short model card and the config it was built from."""
+        info: dict[str, Any] = {
             "architecture": "convolutional autoencoder (baseline)",
             "image_size": self.image_size,
             "patch_grid": list(self.grid),
@@ -94,6 +96,7 @@ class Autoencoder(nn.Module):
             "parameters": sum(p.numel() for p in self.parameters()),
             "image_score": f"top-{self.top_k} mean of per-patch squared reconstruction error",
         }
+        return DetectorCard(info, config=self.config.to_dict())
 
 
 def fit_autoencoder(

@@ -20,6 +20,7 @@ from torch import nn
 
 from pgaudit import __version__
 from pgaudit.errors import PgauditError
+from pgaudit.models.detector import Detector
 from pgaudit.models.patchguard import PatchGuard
 from pgaudit.models.presets import PatchGuardConfig
 
@@ -53,8 +54,8 @@ def save_checkpoint(
     }
     if isinstance(model, PatchGuard):
         payload.update(kind="patchguard", config=model.config.to_dict())
-    elif getattr(model, "source_spec", None):  # a user detector: its factory + these weights
-        payload.update(kind="python", spec=model.source_spec, image_size=int(model.image_size))
+    elif isinstance(model, Detector) and (spec := model.card().source_spec):  # factory + weights
+        payload.update(kind="python", spec=spec, image_size=int(model.image_size))
     else:
         raise PgauditError(
             f"cannot save a {type(model).__name__} to {path}: pgaudit checkpoints hold PatchGuard "

@@ -1,39 +1,64 @@
-"""The Detector protocol: the seam of the toolkit.
+"""The Detector seam: :class:`Detector`, its typed output and the shared scoring rule.
 
 Anything that maps images in [0, 1] (``[B, 3, H, W]``) to differentiable anomaly logits on a grid
-(``[B, h, w]``, patch or pixel) is auditable. The image score and the pixel anomaly map are derived
-from those logits by one shared rule (top-k mean; bilinear upsample + Gaussian smoothing), which a
-detector may override by defining ``image_score(logits)`` or ``anomaly_map(logits, size)``.
+(``[B, h, w]``, patch or pixel) is auditable. :class:`Detector` is the base class of pgaudit's own
+models and of :class:`~pgaudit.models.adapters.DetectorAdapter` (which wraps any user module):
+
+* ``detector(images)``: the logits ``[B, h, w]`` (what training differentiates);
+* ``detector.predict(images)``: a :class:`DetectorOutput` (logits and, when the detector gives
+  one, its own image score), what attacks and metrics use;
+* ``detector.scores(output)``: the image score ``[B]`` the metrics rank (the output's own, else
+  ``image_score(logits)``: top-k mean by default); ``anomaly_map(logits, size)``: the pixel map
+  (bilinear upsample + Gaussian smoothing by default); both differentiable;
+* ``detector.card()``: a :class:`DetectorCard` (model card, config, source) for results.json and
+  checkpoints.
+
+:func:`attack_mode` puts a detector in eval mode with frozen parameters for an attack and
+restores both afterwards.
 """
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 DEFAULT_TOP_K = 3
-# Logit attribute that carries a module's own image score (set by adapters, averaged by EOT).
-IMAGE_SCORE_ATTR = "_pgaudit_image_score"
 # Smoothing of the pixel map: sigma 6 and radius 7 at 224 px (scaled with the map size).
 SMOOTH_SIGMA_AT_224 = 6.0
 SMOOTH_RADIUS_AT_224 = 7
 
+OWN_SCORE_RULE = "the detector's own image_score() of its logits"
+OWN_MAP_RULE = "the detector's own anomaly_map() of its logits"
+DEFAULT_MAP_RULE = "bilinear upsampling of the logit map to the image size + Gaussian smoothing"
 
-@runtime_checkable
-class Detector(Protocol):
-    """What pgaudit needs from a detector.
 
-    ``image_size``: the square input side the detector expects.
-    ``__call__(images)``: ``[B, 3, S, S]`` in [0, 1] -> anomaly logits ``[B, h, w]``.
-    Optional: ``top_k`` (int), ``image_score(logits)``, ``anomaly_map(logits, size)``.
+class DetectorOutput(NamedTuple):
+    """One forward pass: ``logits`` ``[B, h, w]`` and the detector's own ``image_score`` ``[B]``
+    (None: the score is ``detector.image_score(logits)``). Autograd flows through both."""
+
+    logits: Tensor
+    image_score: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class DetectorCard:
+    """What results.json and checkpoints say of a detector.
+
+    ``info``: the model card (architecture, image size, grid, parameters, …: the ``model.card``
+    section); ``config``: the settings it was built from (``model.config``), if any;
+    ``source_spec``: the ``package.module:function`` that rebuilds it (a hardened copy is saved
+    as that spec + weights), if any.
     """
 
-    image_size: int
-
-    def __call__(self, images: Tensor) -> Tensor: ...
+    info: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] | None = None
+    source_spec: str | None = None
 
 
 def topk_mean(logits: Tensor, k: int = DEFAULT_TOP_K) -> Tensor:
@@ -69,31 +94,81 @@ def smooth_upsample(logits: Tensor, size: int, sigma: float | None = None) -> Te
     return maps.squeeze(1)
 
 
-def image_scores(detector: Detector, logits: Tensor) -> Tensor:
-    """The detector's image anomaly score ``[B]`` from its logits (its own rule if it has one)."""
-    own = getattr(detector, "image_score", None)
-    if callable(own):
-        return own(logits)
-    return topk_mean(logits, getattr(detector, "top_k", DEFAULT_TOP_K))
+class Detector(nn.Module):
+    """Base class of a detector: ``image_size`` and ``forward(images) -> logits [B, h, w]``.
+
+    Subclasses set ``image_size`` (the square input side) and may set ``top_k`` (the image score
+    is the top-k mean of the logits), ``grid`` (the logit grid, if fixed), or override
+    :meth:`image_score`, :meth:`anomaly_map`, :meth:`predict` (to return an own image score)
+    and :meth:`card`.
+    """
+
+    image_size: int
+    top_k: int = DEFAULT_TOP_K
+    grid: tuple[int, int] | None = None
+
+    def predict(self, images: Tensor) -> DetectorOutput:
+        """The typed output of one forward pass (attacks and metrics call this)."""
+        return DetectorOutput(self(images))
+
+    def image_score(self, logits: Tensor) -> Tensor:
+        """The image score rule ``[B, h, w]`` -> ``[B]`` (default: top-k mean)."""
+        return topk_mean(logits, self.top_k)
+
+    def scores(self, output: DetectorOutput) -> Tensor:
+        """The image score ``[B]`` the metrics rank: the output's own, else the rule's."""
+        if output.image_score is not None:
+            return output.image_score
+        return self.image_score(output.logits)
+
+    def anomaly_map(self, logits: Tensor, size: int) -> Tensor:
+        """The pixel anomaly map ``[B, size, size]`` (default: upsample + smooth)."""
+        return smooth_upsample(logits, size)
+
+    def rules(self) -> tuple[str, str]:
+        """(image score rule, pixel map rule) in words, for results.json's ``adaptive`` note."""
+        cls = type(self)
+        own_score = cls.image_score is not Detector.image_score
+        own_map = cls.anomaly_map is not Detector.anomaly_map
+        return (
+            OWN_SCORE_RULE if own_score else f"top-{self.top_k} mean of the logit map",
+            OWN_MAP_RULE if own_map else DEFAULT_MAP_RULE,
+        )
+
+    def card(self) -> DetectorCard:
+        """The model card (default: architecture, image size, parameter count)."""
+        return DetectorCard(
+            {
+                "architecture": type(self).__name__,
+                "image_size": int(self.image_size),
+                "parameters": sum(p.numel() for p in self.parameters()),
+            }
+        )
 
 
-def anomaly_maps(detector: Detector, logits: Tensor, size: int) -> Tensor:
-    """The detector's pixel anomaly map ``[B, size, size]`` (its own rule if it has one)."""
-    own = getattr(detector, "anomaly_map", None)
-    if callable(own):
-        return own(logits, size)
-    return smooth_upsample(logits, size)
+M = TypeVar("M")
 
 
-def freeze(module: nn.Module) -> list[bool]:
-    """Stop parameter gradients (attacks need only input gradients); returns the previous flags."""
-    flags = [p.requires_grad for p in module.parameters()]
-    for p in module.parameters():
-        p.requires_grad_(False)
-    return flags
+@contextlib.contextmanager
+def attack_mode(detector: M) -> Iterator[M]:
+    """Eval mode and ``requires_grad=False`` on every parameter while attacking ``detector``.
 
-
-def unfreeze(module: nn.Module, flags: list[bool]) -> None:
-    """Restore the ``requires_grad`` flags returned by :func:`freeze`."""
-    for p, flag in zip(module.parameters(), flags, strict=True):
-        p.requires_grad_(flag)
+    On exit (also on an exception) every submodule's ``training`` flag and every parameter's
+    ``requires_grad`` flag are restored exactly. Anything that is not an ``nn.Module`` (a plain
+    callable, None) passes through unchanged.
+    """
+    if not isinstance(detector, nn.Module):
+        yield detector
+        return
+    modes = [(m, m.training) for m in detector.modules()]
+    flags = [(p, p.requires_grad) for p in detector.parameters()]
+    try:
+        detector.eval()
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield detector
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        for m, mode in modes:
+            m.training = mode

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pgaudit.models.backbones import IMAGENET_MEAN, IMAGENET_STD, efficientnet_lite0
+from pgaudit.models.detector import Detector, DetectorCard
 
 FEATURE_DIM = 40 + 112
 STRIDE = 8
@@ -144,7 +145,7 @@ def select_coreset(features: Tensor, config: PatchCoreConfig) -> Tensor:
     return features[index.to(features.device)].clone()
 
 
-class PatchCore(nn.Module):
+class PatchCore(Detector):
     """Images in [0, 1] ``[B, 3, S, S]`` -> nearest-neighbour distance logits ``[B, S/8, S/8]``."""
 
     def __init__(self, config: PatchCoreConfig, pretrained: bool = False) -> None:
@@ -170,9 +171,9 @@ class PatchCore(nn.Module):
         distances = nearest_distance(feats.reshape(b * n, c), self.memory_bank)
         return distances.view(b, *self.grid)
 
-    def describe(self) -> dict[str, Any]:
-        """A short model card."""
-        return {
+    def card(self) -> DetectorCard:
+        """A short model card and the config it was built from."""
+        info: dict[str, Any] = {
             "architecture": "PatchCore (baseline)",
             "backbone": "efficientnet_lite0 (ImageNet, frozen), stride 8 + 16",
             "image_size": self.image_size,
@@ -182,6 +183,7 @@ class PatchCore(nn.Module):
             "sampler": self.config.sampler,
             "image_score": f"top-{self.top_k} mean of nearest-neighbour distances",
         }
+        return DetectorCard(info, config=self.config.to_dict())
 
 
 def fit_patchcore(

@@ -6,10 +6,13 @@ for the timm ViT, ``discriminator.*`` for the head), so its checkpoints load wit
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
 from pgaudit.models.backbones import HybridTokens, ViTTokens
+from pgaudit.models.detector import Detector, DetectorCard
 from pgaudit.models.presets import PatchGuardConfig
 
 
@@ -63,7 +66,7 @@ def build_backbone(config: PatchGuardConfig) -> nn.Module:
     )
 
 
-class PatchGuard(nn.Module):
+class PatchGuard(Detector):
     """Images in [0, 1] ``[B, 3, S, S]`` -> patch anomaly logits ``[B, h, w]``.
 
     ``model(images, return_attention=True)`` also returns the attention matrices among patch tokens
@@ -98,10 +101,10 @@ class PatchGuard(nn.Module):
         logits = self.discriminator(tokens).view(-1, *self.grid)
         return (logits, attentions) if return_attention else logits
 
-    def describe(self) -> dict[str, object]:
-        """A short model card."""
+    def card(self) -> DetectorCard:
+        """A short model card and the config it was built from."""
         n_params = sum(p.numel() for p in self.parameters())
-        return {
+        info: dict[str, Any] = {
             "architecture": "PatchGuard",
             "preset": self.config.name,
             "backbone": self.config.backbone,
@@ -111,3 +114,4 @@ class PatchGuard(nn.Module):
             "reg_blocks": list(self.config.reg_blocks),
             "parameters": n_params,
         }
+        return DetectorCard(info, config=self.config.to_dict())

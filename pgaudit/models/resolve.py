@@ -43,6 +43,7 @@ from pgaudit.models.checkpoint import (
     read_torch_file,
     weights_fingerprint,
 )
+from pgaudit.models.detector import Detector
 
 ACCEPTED = (
     "a pgaudit checkpoint (pgaudit train/harden/fit-baseline), an official PatchGuard state_dict "
@@ -58,7 +59,7 @@ _FACTORY = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\
 class LoadedDetector:
     """A resolved MODEL: the detector (eval mode, on the device) and what the report says of it."""
 
-    detector: nn.Module
+    detector: Detector
     kind: str
     name: str
     fingerprint: str
@@ -68,14 +69,14 @@ class LoadedDetector:
 
     def model_info(self) -> dict[str, Any]:
         """The ``model`` section of results.json: spec, kind, name, fingerprint, config, card."""
-        config = getattr(self.detector, "config", None)
+        config = self.detector.card().config
         return {
             "spec": self.spec,
             "kind": self.kind,
             "name": self.name,
             "preset": self.card.get("preset"),
             "fingerprint": self.fingerprint,
-            "config": config.to_dict() if hasattr(config, "to_dict") else None,
+            "config": config,
             "training": self.card.get("training", {}),
             "card": self.card,
         }
@@ -179,7 +180,7 @@ def _load_file(
                 image_size=image_size,
                 feature_blocks=feature_blocks,
             )
-            card = {**model.describe(), "official": notes}
+            card = {**model.card().info, "official": notes}
             display = f"PatchGuard (official {path.stem})"
             return LoadedDetector(model, "official-patchguard", display, digest, card, True)
         keys = [str(k) for k in list(state)[:3]]
@@ -201,7 +202,7 @@ def _load_pgaudit(payload: dict[str, Any], path: Path, digest: str) -> LoadedDet
     if kind == "patchguard":
         model = model_from_payload(payload, path)
         display = f"PatchGuard ({model.config.name})"
-        return LoadedDetector(model, kind, display, digest, {**model.describe(), **meta}, True)
+        return LoadedDetector(model, kind, display, digest, {**model.card().info, **meta}, True)
     if kind == "python":  # a hardened user detector: rebuild from its factory, then its weights
         loaded = load_detector(payload["spec"], image_size=int(payload["image_size"]))
         try:
@@ -219,7 +220,7 @@ def _load_pgaudit(payload: dict[str, Any], path: Path, digest: str) -> LoadedDet
     if kind in BASELINES:
         model = baseline_from_payload(payload, path)
         display = f"{_BASELINE_NAMES[kind]} ({path.stem})"
-        return LoadedDetector(model, kind, display, digest, {**model.describe(), **meta}, False)
+        return LoadedDetector(model, kind, display, digest, {**model.card().info, **meta}, False)
     raise PgauditError(
         f"{path} is a pgaudit checkpoint of kind {kind!r}, unknown to this version "
         f"({payload.get('pgaudit_version')}); upgrade pgaudit."
@@ -253,7 +254,7 @@ def _load_module(
 
     if isinstance(module, PatchGuard):
         display = f"PatchGuard ({path.name}, pickled)"
-        return LoadedDetector(module, "pickle", display, digest, module.describe(), True)
+        return LoadedDetector(module, "pickle", display, digest, module.card().info, True)
     display = f"{type(module).__name__} ({path.name}, pickled)"
     return _adapt(module, "pickle", display, digest, f"pickled model {path}", image_size, grid)
 
@@ -316,9 +317,9 @@ def _load_factory(
             f"{spec}: the factory returned a {type(module).__name__}, but it must return a "
             "torch.nn.Module."
         )
-    loaded = _adapt(module, "python", spec, weights_fingerprint(module), spec, image_size, grid)
-    loaded.detector.source_spec = spec  # lets a hardened copy be saved as (spec, weights)
-    return loaded
+    # source_spec lets a hardened copy be saved as (spec, weights)
+    digest = weights_fingerprint(module)
+    return _adapt(module, "python", spec, digest, spec, image_size, grid, source_spec=spec)
 
 
 # --- shared ---
@@ -332,22 +333,9 @@ def _adapt(
     label: str,
     image_size: int | None,
     grid: tuple[int, int] | None,
+    source_spec: str | None = None,
 ) -> LoadedDetector:
     size = resolve_image_size(module, image_size, label)
-    adapter = DetectorAdapter(module, size, grid=grid, name=label)
-    params = [p for p in module.parameters() if p.is_floating_point()]
-    card: dict[str, Any] = {
-        "architecture": type(module).__name__ if kind != "torchscript" else "TorchScript",
-        "parameters": sum(p.numel() for p in params),
-        "image_size": size,
-    }
-    describe = getattr(module, "describe", None)
-    if callable(describe) and kind != "torchscript":
-        try:
-            extra = describe()
-            if isinstance(extra, Mapping):
-                card = {**dict(extra), **card}
-        except Exception:  # a card is a nicety; never fail the load for it
-            pass
-    trainable = any(p.requires_grad for p in params)
-    return LoadedDetector(adapter, kind, name, digest, card, trainable)
+    adapter = DetectorAdapter(module, size, grid=grid, name=label, source_spec=source_spec)
+    trainable = any(p.requires_grad for p in module.parameters() if p.is_floating_point())
+    return LoadedDetector(adapter, kind, name, digest, adapter.card().info, trainable)

@@ -16,7 +16,8 @@ from torch import Tensor, nn
 
 from pgaudit.attacks.native import pgd
 from pgaudit.attacks.objectives import detection_objective, localization_objective
-from pgaudit.models.detector import freeze, unfreeze
+from pgaudit.models.adapters import as_detector
+from pgaudit.models.detector import attack_mode
 
 
 def training_attack(
@@ -41,19 +42,17 @@ def training_attack(
     if eps <= 0 or steps < 1:
         return images.detach()
     image_labels = (grid_labels.flatten(1).amax(dim=1) > 0).to(images.dtype)
+    detector = as_detector(model)
 
     def objective(x: Tensor) -> Tensor:
-        logits = model(x)
-        values = localization_objective(logits, grid_labels)
+        output = detector.predict(x)
+        values = localization_objective(output.logits, grid_labels)
         if topk_weight:  # normal images only: an anomalous image's top-k is its defect
-            raise_topk = detection_objective(model, logits, image_labels) * (1 - image_labels)
+            raise_topk = detection_objective(detector, output, image_labels) * (1 - image_labels)
             values = values + topk_weight * raise_topk
         return values
 
-    was_training = model.training
-    flags = freeze(model)
-    model.eval()
-    try:
+    with attack_mode(detector):
         return pgd(
             objective,
             images,
@@ -65,6 +64,3 @@ def training_attack(
             rng=rng,
             start=start,
         )
-    finally:
-        unfreeze(model, flags)
-        model.train(was_training)

@@ -21,7 +21,8 @@ from pgaudit.data.dataset import AnomalyDataset
 from pgaudit.data.grid import mask_to_grid
 from pgaudit.data.records import Sample
 from pgaudit.metrics import evaluate, worst_case_maps, worst_case_scores
-from pgaudit.models.detector import anomaly_maps, freeze, image_scores, unfreeze
+from pgaudit.models.adapters import as_detector
+from pgaudit.models.detector import Detector, attack_mode
 
 
 def _load(samples: Sequence[Sample], size: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -34,11 +35,11 @@ def _load(samples: Sequence[Sample], size: int) -> tuple[Tensor, Tensor, Tensor]
 
 
 @torch.no_grad()
-def _score(model: nn.Module, images: Tensor, size: int) -> tuple[np.ndarray, np.ndarray]:
-    logits = model(images)
+def _score(model: Detector, images: Tensor, size: int) -> tuple[np.ndarray, np.ndarray]:
+    output = model.predict(images)
     return (
-        image_scores(model, logits).float().cpu().numpy(),
-        anomaly_maps(model, logits, size).float().cpu().numpy(),
+        model.scores(output).float().cpu().numpy(),
+        model.anomaly_map(output.logits, size).float().cpu().numpy(),
     )
 
 
@@ -53,13 +54,14 @@ def robustness(
     seed: int = 0,
     device: str | torch.device = "cpu",
 ) -> dict[str, dict[str, float | None]]:
-    """``{"clean": {"image_auroc", "pixel_auroc"}, "<eps>": {...}}`` under PGD-``steps`` (L∞)."""
+    """``{"clean": {"image_auroc", "pixel_auroc"}, "<eps>": {...}}`` under PGD-``steps`` (L∞).
+
+    ``model`` runs in :func:`~pgaudit.models.detector.attack_mode` (restored afterwards)."""
     size = int(model.image_size)  # type: ignore[arg-type]
     images, labels, masks = _load(samples, size)
-    model = model.to(device).eval()
-    flags = freeze(model)
+    detector = as_detector(model.to(device))
     grid: tuple[int, int] | None = None
-    try:
+    with attack_mode(detector):
         clean_s, clean_m = [], []
         adv: dict[tuple[float, str], tuple[list[np.ndarray], list[np.ndarray]]] = {
             (e, o): ([], []) for e in eps_list for o in objectives
@@ -68,25 +70,23 @@ def robustness(
             x = images[start : start + batch_size].to(device)
             y = labels[start : start + batch_size].to(device)
             m = masks[start : start + batch_size].to(device)
-            s, mp = _score(model, x, size)
+            s, mp = _score(detector, x, size)
             clean_s.append(s)
             clean_m.append(mp)
             if grid is None:
                 with torch.no_grad():
-                    grid = tuple(model(x[:1]).shape[-2:])  # type: ignore[assignment]
+                    grid = tuple(detector(x[:1]).shape[-2:])  # type: ignore[assignment]
             grid_m = mask_to_grid(m, grid)  # type: ignore[arg-type]
             for (eps, objective), (s_list, m_list) in adv.items():
                 rng = np.random.RandomState((seed * 100003 + start) % 2**32)
 
                 def fn(z: Tensor, o: str = objective, y: Tensor = y, g: Tensor = grid_m) -> Tensor:
-                    return objective_values(model, model(z), o, y, g)
+                    return objective_values(detector, detector.predict(z), o, y, g)
 
                 x_adv = pgd(fn, x, eps=eps, steps=steps, rng=rng)
-                s, mp = _score(model, x_adv, size)
+                s, mp = _score(detector, x_adv, size)
                 s_list.append(s)
                 m_list.append(mp)
-    finally:
-        unfreeze(model, flags)
     y_np, gt = labels.numpy(), masks.numpy()
     cs, cm = np.concatenate(clean_s), np.concatenate(clean_m)
     out: dict[str, dict[str, float | None]] = {"clean": _metrics(y_np, cs, gt, cm)}

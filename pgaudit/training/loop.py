@@ -44,6 +44,7 @@ from pgaudit.devices import resolve_device
 from pgaudit.errors import ParameterError, PgauditError
 from pgaudit.fapa import FapaConfig
 from pgaudit.models.checkpoint import is_pgaudit_checkpoint, read_torch_file, save_checkpoint
+from pgaudit.models.detector import Detector
 from pgaudit.models.presets import TrainConfig
 from pgaudit.runtime import distributed
 from pgaudit.training.adversarial import training_attack
@@ -152,7 +153,7 @@ def eps_at(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
 
 
 def _grid_of(model: nn.Module, image_size: int, device: torch.device) -> tuple[int, int]:
-    grid = getattr(model, "grid", None)
+    grid = model.grid if isinstance(model, Detector) else None
     if grid is not None:
         return tuple(grid)  # type: ignore[return-value]
     with torch.no_grad():

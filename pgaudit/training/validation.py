@@ -28,7 +28,8 @@ from torch import Tensor, nn
 from pgaudit.data.grid import mask_to_grid
 from pgaudit.fapa import FapaConfig, make_pseudo_anomalies
 from pgaudit.metrics import image_auroc
-from pgaudit.models.detector import image_scores
+from pgaudit.models.adapters import as_detector
+from pgaudit.models.detector import attack_mode
 from pgaudit.training.adversarial import training_attack
 
 
@@ -85,8 +86,10 @@ def make_validation_set(
 
 @torch.no_grad()
 def _score(model: nn.Module, images: Tensor, labels: Tensor, image_labels: np.ndarray) -> float:
-    logits = model(images)
-    img = image_auroc(image_labels, image_scores(model, logits).float().cpu().numpy())
+    detector = as_detector(model)
+    output = detector.predict(images)
+    logits = output.logits
+    img = image_auroc(image_labels, detector.scores(output).float().cpu().numpy())
     patch = image_auroc(
         (labels.flatten() > 0).cpu().numpy().astype(int), logits.flatten().float().cpu().numpy()
     )
@@ -103,18 +106,17 @@ def validate(
     device: torch.device,
     robust: bool = True,
 ) -> dict[str, float]:
-    """``{"clean": score, "robust": score}`` (``robust`` only when asked); model left in eval."""
-    was_training = model.training
-    model.eval()
+    """``{"clean": score, "robust": score}`` (``robust`` only when asked), in
+    :func:`~pgaudit.models.detector.attack_mode` (the model's modes and flags restored after)."""
     images, labels = vset.images.to(device), vset.labels.to(device)
-    out = {"clean": _score(model, images, labels, vset.image_labels)}
-    if robust and eps > 0 and steps > 0:
-        adv = training_attack(
-            model, images, labels, eps=eps, steps=steps, topk_weight=1.0,
-            rng=np.random.RandomState(seed % 2**32),
-        )  # fmt: skip
-        out["robust"] = _score(model, adv, labels, vset.image_labels)
-    model.train(was_training)
+    with attack_mode(model):
+        out = {"clean": _score(model, images, labels, vset.image_labels)}
+        if robust and eps > 0 and steps > 0:
+            adv = training_attack(
+                model, images, labels, eps=eps, steps=steps, topk_weight=1.0,
+                rng=np.random.RandomState(seed % 2**32),
+            )  # fmt: skip
+            out["robust"] = _score(model, adv, labels, vset.image_labels)
     return out
 
 
