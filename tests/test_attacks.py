@@ -318,6 +318,19 @@ def test_every_attack_of_the_full_suite_runs(full_audit):
     assert results["meta"]["seed"] == 3 and results["meta"]["art"]
 
 
+def test_every_attack_of_the_full_suite_lowers_the_metric_it_targets(full_audit):
+    """FGSM, PGD, AutoPGD and Square each move their target well below the clean value: an
+    attack that returned its input (a Square doing nothing would make ``blackbox-not-stronger``
+    pass forever) fails here."""
+    _, _, results = full_audit
+    clean = results["clean"]
+    assert _value(clean, "image_auroc") > 0.99 and _value(clean, "pixel_auroc") > 0.99
+    assert {a["attack"] for a in results["attacks"]} == {"fgsm", "pgd", "apgd", "square"}
+    for entry in results["attacks"]:
+        target = "image_auroc" if entry["objective"] == "detection" else "pixel_auroc"
+        assert _value(entry, target) < _value(clean, target) - 0.1, (entry["id"], target)
+
+
 def test_score_and_map_files_have_the_documented_keys(full_audit):
     out, suite, results = full_audit
     scores = np.load(out / "scores.npz")
@@ -688,3 +701,139 @@ def test_art_pgd_skips_its_success_rate_passes(monkeypatch):
     adv = bridge.generate(spec, images, labels, None, threshold=0.0)
     assert adv.shape == images.shape and calls == []
     assert pgd_module.compute_success is counting  # restored after the run
+
+
+# ------------------------------------------------------------------------------------------------
+# the perturbation-budget check, the report flag and --help
+
+
+class _CornerSet(ToySet):
+    """Toy images with a black top-left pixel: an attack can leave [0, 1] while inside ε."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__(n)
+        self.images[:, :, 0, 0] = 0.0
+
+
+def _over_eps(images: Tensor, eps: float) -> Tensor:
+    return (images + 2 * eps).clamp(0, 1)
+
+
+def _below_zero(images: Tensor, eps: float) -> Tensor:
+    return images - (images == 0).float() * eps / 2
+
+
+@pytest.mark.parametrize(
+    "broken, evidence", [(_over_eps, r"> eps 0\.0313725"), (_below_zero, r"outside \[0, 1\]")]
+)
+def test_the_budget_check_fails_an_attack_over_eps_or_outside_the_pixel_range(
+    tmp_path, monkeypatch, broken, evidence
+):
+    import re
+
+    import pgaudit.attacks.native as native
+
+    real = native.pgd
+
+    def leaky(objective, images, *, eps, **kwargs):
+        return broken(real(objective, images, eps=eps, **kwargs), eps)
+
+    monkeypatch.setattr(native, "pgd", leaky)
+    results = run_audit(
+        ToyDetector(), _CornerSet(8), "quick", out_dir=tmp_path, progress=False, gallery_size=0
+    )
+    (check,) = [c for c in results["sanity"] if c["name"] == "perturbation-budget"]
+    assert check["status"] == "fail"
+    assert re.search(evidence, check["evidence"]), check["evidence"]
+    assert "pgd-linf-8_255-10-detection" in check["evidence"]
+
+
+def test_the_budget_check_passes_real_attacks(tmp_path):
+    results = run_audit(
+        ToyDetector(), _CornerSet(8), "quick", out_dir=tmp_path, progress=False, gallery_size=0
+    )
+    (check,) = [c for c in results["sanity"] if c["name"] == "perturbation-budget"]
+    assert check["status"] == "pass", check["evidence"]
+
+
+def test_cli_attack_prints_a_failed_check(cli_project, run_cli, monkeypatch):
+    import pgaudit.attacks.native as native
+
+    real = native.pgd
+    monkeypatch.setattr(
+        native, "pgd", lambda f, x, *, eps, **kw: _over_eps(real(f, x, eps=eps, **kw), eps)
+    )
+    monkeypatch.chdir(cli_project)
+    res = run_cli(
+        "attack", "micro.pt", "data/fabric", "--out", "leaky", "--steps", "1", "--objective",
+        "detection", "--quiet", "--device", "cpu", "--bootstrap", "0",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.stderr
+    assert "fail perturbation-budget: pgd-linf-8_255-1-detection" in " ".join(res.stdout.split())
+
+
+def test_cli_attack_report_writes_the_html_report(cli_project, run_cli, monkeypatch):
+    monkeypatch.chdir(cli_project)
+    res = run_cli(
+        "attack", "micro.pt", "data/fabric", "--out", "with-report", "--steps", "1", "--quiet",
+        "--device", "cpu", "--bootstrap", "0", "--report",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.stderr
+    html = (cli_project / "with-report" / "report.html").read_text(encoding="utf-8")
+    results = load_results(cli_project / "with-report")
+    assert html.startswith("<!DOCTYPE html>") or html.lower().startswith("<!doctype html>")
+    assert results["model"]["fingerprint"] in html or "micro" in html
+    assert "pgd-linf-8_255-1-localization" in html
+    assert "report.html" in " ".join(res.stdout.split())
+    res = run_cli(
+        "attack", "micro.pt", "data/fabric", "--out", "no-report", "--steps", "1", "--quiet",
+        "--device", "cpu", "--bootstrap", "0",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.stderr
+    assert not (cli_project / "no-report" / "report.html").exists()
+
+
+_ATTACK_TOKEN = r"\b(FGSM|AutoPGD-\d+|PGD-\d+|Square-\d+)"
+
+
+def _spec_token(spec: AttackSpec) -> str:
+    name = {"fgsm": "FGSM", "pgd": "PGD", "apgd": "AutoPGD", "square": "Square"}[spec.attack]
+    return name if spec.attack == "fgsm" else f"{name}-{spec.steps}"
+
+
+def test_attack_help_describes_exactly_what_build_suite_builds(run_cli, monkeypatch):
+    """Every attack (kind, steps, L∞ budgets, restarts) of every suite is in `attack --help`,
+    and the help names no attack the suite lacks."""
+    import re
+
+    from pgaudit.attacks.suites import SUITES
+
+    monkeypatch.setenv("COLUMNS", "400")
+    res = run_cli("attack", "--help")
+    assert res.exit_code == 0
+    text = " ".join(re.sub(r"[│╭╮╰╯─]", " ", res.stdout).split())
+    start = text.index("Attack suite (default quick).")
+    sections = {}
+    for name, following in zip(SUITES, (*SUITES[1:], None), strict=True):
+        begin = text.index(f"{name}:", start) + len(name) + 1
+        end = text.index(f"; {following}:", begin) if following else text.index("--out", begin)
+        sections[name] = text[begin:end]
+    described: dict[str, set[str]] = {}
+    for name in SUITES:
+        section = sections[name]
+        tokens = set(re.findall(_ATTACK_TOKEN, section))
+        budgets = set(re.findall(r"\d+/255", section))
+        if section.strip().startswith("standard +"):
+            tokens |= described["standard"]
+            budgets |= set(re.findall(r"\d+/255", sections["standard"]))
+        described[name] = tokens
+        suite = build_suite(name, image_size=224)
+        assert tokens == {_spec_token(s) for s in suite.attacks}, name
+        assert budgets == {s.eps_label for s in suite.attacks if s.norm == "inf"}, name
+        for spec in suite.attacks:
+            if spec.restarts > 1:
+                assert f"{_spec_token(spec)} x {spec.restarts} restarts" in section, spec.id
+            if spec.norm == "2":
+                assert "L2" in section, spec.id
+        if {s.objective for s in suite.attacks} == {"detection", "localization"}:
+            assert "each objective" in section, name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -92,8 +93,50 @@ def test_autoencoder_via_cli_loads_and_is_attacked(run_cli, synth_root, tmp_path
         max_images=8,
     )
     assert len(results["attacks"]) == 2
-    for entry in results["attacks"]:
-        assert entry["metrics"]["image_auroc"]["value"] is not None
+    for entry in results["attacks"]:  # each attack lowers the metric it targets
+        target = "image_auroc" if entry["objective"] == "detection" else "pixel_auroc"
+        assert _value(entry, target) < _value(results["clean"], target), entry["id"]
+    for name in ("image_auroc", "pixel_auroc"):
+        assert _value(results["robust"], name) < _value(results["clean"], name), name
+    data = results["data"]  # --max-images 8: a stratified subset of the 16 test images
+    assert (data["n_test"], data["max_images"], data["n_normal"], data["n_anomalous"]) == (
+        8,
+        8,
+        4,
+        4,
+    )
+    assert np.load(tmp_path / "audit" / "scores.npz")["labels"].shape == (8,)
+
+
+@pytest.mark.parametrize("sampler", ["greedy", "random"])
+def test_fit_baseline_patchcore_via_cli(run_cli, synth_root, tmp_path, sampler):
+    out = tmp_path / f"pc-{sampler}.pt"
+    result = run_cli(
+        "fit-baseline", "patchcore", synth_root / "widget", "--out", out, "--image-size", "64",
+        "--max-train", "4", "--sampler", sampler,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert "saved" in result.stdout and "memory bank 26 features" in result.stdout
+    loaded = load_detector(out)
+    assert (loaded.kind, loaded.detector.image_size) == ("patchcore", 64)
+    assert loaded.card["sampler"] == sampler and loaded.card["memory_bank"] == round(4 * 64 * 0.1)
+    assert loaded.card["patch_grid"] == [8, 8]
+
+
+def test_the_random_sampler_picks_another_bank_than_greedy():
+    from pgaudit.models.patchcore import select_coreset
+
+    generator = torch.Generator().manual_seed(0)
+    features = torch.cat([torch.randn(300, 8, generator=generator) * 0.1, torch.full((1, 8), 5.0)])
+    greedy = select_coreset(features, PatchCoreConfig(coreset=0.02, sampler="greedy"))
+    random = select_coreset(features, PatchCoreConfig(coreset=0.02, sampler="random"))
+    assert greedy.shape == random.shape == (6, 8)
+    rows = {tuple(r.tolist()) for r in features}
+    assert all(tuple(r.tolist()) in rows for r in random)  # rows of the features
+    assert len({tuple(r.tolist()) for r in random}) == 6  # without repetition
+    assert (greedy == 5.0).all(dim=1).any() and not (random == 5.0).all(dim=1).any()
+    again = select_coreset(features, PatchCoreConfig(coreset=0.02, sampler="random"))
+    assert torch.equal(random, again)  # seeded
 
 
 @pytest.mark.parametrize(

@@ -155,10 +155,30 @@ def test_pinholes_in_foreground_are_bridged_by_dilation() -> None:
     assert masks.sum(axis=(1, 2)).max() > (low + 2) ** 2  # patches are not shrunk to the minimum
 
 
-def test_tiny_images_and_single_image() -> None:
+def test_tiny_images() -> None:
     for size in (4, 7, 16):
         out, masks = make_pseudo_anomalies(_images(size, 2), None, np.random.default_rng(size))
         assert out.shape == (2, 3, size, size) and (masks.sum(axis=(1, 2)) > 0).all()
+
+
+@pytest.mark.parametrize("size", [4, 7, 32])
+def test_a_batch_of_one_image(size: int) -> None:
+    images = _images(size, 1)
+    fg = _disc(size, 1) if size >= 32 else None
+    out, masks = make_pseudo_anomalies(images, fg, np.random.default_rng(size))
+    assert out.shape == (1, 3, size, size) and masks.shape == (1, size, size)
+    assert masks.sum() > 0
+    changed = np.abs(out - images).max(axis=1) > 0
+    assert changed.any() and not (changed & (masks == 0)).any()  # pasted where the mask says
+    if fg is not None:
+        size_config = FapaConfig()
+        assert not (masks.astype(bool) & ~_dilated(fg, size_config.dilate_radius(size))).any()
+    tensor_out, tensor_masks = make_pseudo_anomalies(
+        torch.from_numpy(images), None if fg is None else torch.from_numpy(fg),
+        np.random.default_rng(size),
+    )  # fmt: skip
+    assert tensor_out.shape == (1, 3, size, size)
+    assert np.array_equal(tensor_masks.numpy(), masks)
 
 
 def test_patch_sides_respect_bounds_without_rotation() -> None:
@@ -194,9 +214,21 @@ def test_bad_inputs_raise() -> None:
 
 
 def test_foreground_with_channel_axis_accepted() -> None:
-    fg = torch.from_numpy(_disc(32, 3))[:, None]
-    _, masks = make_pseudo_anomalies(torch.rand(3, 3, 32, 32), fg, np.random.default_rng(0))
-    assert masks.shape == (3, 32, 32)
+    """A ``[B, 1, H, W]`` foreground is the same foreground: patches stay inside it."""
+    size, batch = 64, 8
+    corner = np.zeros((batch, size, size), dtype=np.float32)
+    corner[:, :28, :28] = 1  # the top-left corner only
+    images = torch.from_numpy(_images(size, batch))
+    with_axis = torch.from_numpy(corner)[:, None]
+    out, masks = make_pseudo_anomalies(images, with_axis, np.random.default_rng(0))
+    assert masks.shape == (batch, size, size)
+    allowed = _dilated(corner, FapaConfig().dilate_radius(size))
+    assert not (masks.numpy().astype(bool) & ~allowed).any()
+    assert torch.equal(out[..., 40:, :], images[..., 40:, :])  # far from the corner: untouched
+    plain_out, plain_masks = make_pseudo_anomalies(
+        images, torch.from_numpy(corner), np.random.default_rng(0)
+    )
+    assert torch.equal(masks, plain_masks) and torch.equal(out, plain_out)
 
 
 def _naive_labels(masks: np.ndarray, grid: tuple[int, int]) -> np.ndarray:

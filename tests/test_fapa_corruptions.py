@@ -137,3 +137,64 @@ def test_perlin_noise_matches_per_pixel_definition() -> None:
             expected[y, x] = (top + v * (bottom - top)) * np.sqrt(2.0)
     noise = perlin_noise(shape, res, np.random.default_rng(3))
     assert np.allclose(noise, expected, atol=1e-5)
+
+
+@pytest.fixture
+def applied(monkeypatch) -> list[str]:
+    """The names of the corruption operations applied, in order, while the test runs."""
+    import pgaudit.fapa.corruptions as corruptions
+
+    names: list[str] = []
+    for name, op in CORRUPTIONS.items():
+        inner = corruptions._CHANNELS_FIRST[op]
+
+        def spy(patch, rng, _name=name, _inner=inner):
+            names.append(_name)
+            return _inner(patch, rng)
+
+        monkeypatch.setitem(corruptions._CHANNELS_FIRST, op, spy)
+    return names
+
+
+@pytest.mark.parametrize("level", LEVELS, ids=lambda level: level.name)
+def test_a_level_applies_at_most_max_ops_distinct_chosen_operations(applied, level) -> None:
+    from pgaudit.fapa.corruptions import apply_operations
+
+    patch = np.random.default_rng(8).random((3, 12, 12), dtype=np.float32)
+    for ops in (tuple(CORRUPTIONS), ("swirl", "gaussian_blur")):
+        counts, seen = [], set()
+        for seed in range(60):
+            applied.clear()
+            apply_operations(patch, level, np.random.default_rng(seed), ops)
+            assert len(set(applied)) == len(applied)  # distinct
+            counts.append(len(applied))
+            seen |= set(applied)
+        assert seen <= set(ops)
+        # every count from 0 to max_ops (capped by the operations offered) is drawn, no more
+        assert set(counts) == set(range(min(level.max_ops, len(ops)) + 1)), (ops, counts)
+
+
+def test_the_generator_draws_only_the_configured_operations(applied) -> None:
+    from pgaudit.fapa import FapaConfig, make_pseudo_anomalies
+
+    images = np.random.default_rng(9).random((16, 3, 48, 48), dtype=np.float32)
+    config = FapaConfig(operations=("swirl", "torn_lines"), level_probs=(0, 0, 1))
+    make_pseudo_anomalies(images, None, np.random.default_rng(0), config)
+    assert set(applied) == {"swirl", "torn_lines"}
+    applied.clear()
+    config = FapaConfig(operations=("perlin_fill",), level_probs=(1, 0, 0))
+    make_pseudo_anomalies(images, None, np.random.default_rng(0), config)
+    assert set(applied) == {"perlin_fill"}
+
+
+def test_a_heavier_level_changes_the_patch_more() -> None:
+    """The colour jitter alone (no operations): light < medium < heavy in mean change."""
+    patch = np.random.default_rng(10).random((3, 16, 16), dtype=np.float32) * 0.5 + 0.25
+    change = []
+    for level in LEVELS:
+        diffs = [
+            np.abs(corrupt_patch(patch, level, np.random.default_rng(seed), ()) - patch).mean()
+            for seed in range(30)
+        ]
+        change.append(float(np.mean(diffs)))
+    assert 0 < change[0] < change[1] < change[2], change

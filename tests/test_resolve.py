@@ -302,8 +302,29 @@ def test_python_detector_is_attacked_by_the_quick_suite(tmp_path, synth_root, mo
         model_info=loaded.model_info(),
     )
     assert results["model"]["kind"] == "python"
-    assert results["clean"]["metrics"]["image_auroc"]["value"] is not None
     assert {a["objective"] for a in results["attacks"]} == {"detection", "localization"}
+    _assert_attacked(results, tmp_path / "audit", n_images=8)
+
+
+def _metric(section: dict, name: str) -> float:
+    value = section["metrics"][name]["value"]
+    assert value is not None, section["metrics"][name]["reason"]
+    return value
+
+
+def _assert_attacked(results: dict, audit: Path, n_images: int) -> None:
+    """Each attack lowers the metric it targets, the robust row too, on ``n_images`` images."""
+    import numpy as np
+
+    for entry in results["attacks"]:
+        target = "image_auroc" if entry["objective"] == "detection" else "pixel_auroc"
+        assert _metric(entry, target) < _metric(results["clean"], target), entry["id"]
+    for name in ("image_auroc", "pixel_auroc"):
+        assert _metric(results["robust"], name) < _metric(results["clean"], name), name
+    data = results["data"]
+    assert (data["n_test"], data["max_images"]) == (n_images, n_images)
+    assert data["n_normal"] == data["n_anomalous"] == n_images // 2
+    assert np.load(audit / "scores.npz")["labels"].shape == (n_images,)
 
 
 def test_module_image_score_survives_pgd_restarts(user_module):
@@ -342,7 +363,7 @@ def test_cli_attack_takes_the_resolver_options(tmp_path, synth_root, run_cli):
     assert res.exit_code == 2 and "--image-size" in res.stderr
     res = run_cli("attack", scripted, data, "--out", tmp_path / "a", "--image-size", "64", *common)
     assert res.exit_code == 0, res.stderr
-    assert (tmp_path / "a" / "results.json").is_file()
+    _assert_resolved(tmp_path / "a", "torchscript", 64)
 
     pickled = tmp_path / "whole.pt"
     torch.save(nn.Conv2d(3, 1, 8, stride=8), pickled)
@@ -353,3 +374,14 @@ def test_cli_attack_takes_the_resolver_options(tmp_path, synth_root, run_cli):
         *common,
     )  # fmt: skip
     assert res.exit_code == 0, res.stderr
+    _assert_resolved(tmp_path / "b", "pickle", 64)
+
+
+def _assert_resolved(audit: Path, kind: str, image_size: int) -> None:
+    import json
+
+    results = json.loads((audit / "results.json").read_text(encoding="utf-8"))
+    assert results["model"]["kind"] == kind
+    assert results["data"]["image_size"] == image_size
+    assert results["data"]["n_test"] == 4
+    assert results["model"]["card"]["patch_grid"] == [image_size // 8] * 2
