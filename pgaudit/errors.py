@@ -27,9 +27,10 @@ class ParameterError(PgauditError):
         self.parameters = parameters
 
     def for_cli(self, options: Mapping[str, str] | None = None) -> str:
-        """The message with each named parameter replaced by its option (default ``--a-b``)."""
+        """The message with each named parameter (its first mention) replaced by its option
+        (default ``--a-b``)."""
         text = str(self)
         for name in self.parameters:
             option = (options or {}).get(name, "--" + name.replace("_", "-"))
-            text = re.sub(rf"(?<![\w.-]){re.escape(name)}(?!\w)", option, text)
+            text = re.sub(rf"(?<![\w.-]){re.escape(name)}(?!\w)", option, text, count=1)
         return text

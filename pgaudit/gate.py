@@ -18,10 +18,10 @@ from typing import Any
 from xml.etree import ElementTree as ET
 
 from pgaudit.config import GATE_KEYS, GATE_METRICS, config_value
-from pgaudit.errors import PgauditError
+from pgaudit.errors import ParameterError, PgauditError
 
 DEFAULT_METRIC = "image_auroc"
-NO_CRITERION = "no criterion given: pass --min-robust-auroc or set [gate] in pgaudit.toml."
+NO_CRITERION = "no criterion given: pass min_robust_auroc or set [gate] in pgaudit.toml."
 
 
 @dataclass(frozen=True)
@@ -35,15 +35,16 @@ class GateCriteria:
 
     def __post_init__(self) -> None:
         if self.metric not in GATE_METRICS:
-            raise PgauditError(
-                f"--metric {self.metric}: unknown gate metric; use one of {', '.join(GATE_METRICS)}."
+            raise ParameterError(
+                f"metric {self.metric}: unknown gate metric; use one of {', '.join(GATE_METRICS)}.",
+                "metric",
             )
-        for option, value in (
-            ("--min-robust-auroc", self.min_robust_auroc),
-            ("--min-clean-auroc", self.min_clean_auroc),
+        for name, value in (
+            ("min_robust_auroc", self.min_robust_auroc),
+            ("min_clean_auroc", self.min_clean_auroc),
         ):
             if value is not None and not (math.isfinite(value) and 0.0 <= value <= 1.0):
-                raise PgauditError(f"{option} {value}: a threshold must lie between 0 and 1.")
+                raise ParameterError(f"{name} {value}: a threshold must lie between 0 and 1.", name)
 
     @classmethod
     def resolve(
@@ -145,15 +146,17 @@ def _check(
     metric = criteria.metric
     entry = _section(results, scope, source)["metrics"].get(metric)
     if not isinstance(entry, Mapping) or "value" not in entry:
-        raise PgauditError(
-            f"{source} has no {scope} {metric} entry: choose another --metric or re-run "
-            "`pgaudit attack`."
+        raise ParameterError(
+            f"{source} has no {scope} {metric} entry: choose another metric or re-run "
+            "`pgaudit attack`.",
+            "metric",
         )
     if entry["value"] is None:
         reason = entry.get("reason") or "no reason recorded"
-        raise PgauditError(
-            f"{source}: {scope} {metric} is undefined ({reason}); choose another --metric or "
-            "fix the audit data."
+        raise ParameterError(
+            f"{source}: {scope} {metric} is undefined ({reason}); choose another metric or "
+            "fix the audit data.",
+            "metric",
         )
     name = f"{scope} {metric}"
     context = _robust_context(results) if scope == "robust" else "no attack"
@@ -162,9 +165,10 @@ def _check(
     if criteria.use_lower_bound:
         ci = entry.get("ci")
         if not ci:
-            raise PgauditError(
+            raise ParameterError(
                 f"{source}: {scope} {metric} has no confidence interval; re-run the audit with "
-                "bootstrap intervals or drop --use-lower-bound."
+                "bootstrap intervals or drop use_lower_bound.",
+                "use_lower_bound",
             )
         lo, hi = float(ci[0]), float(ci[1])
         context = f"95% CI {lo:.3f}-{hi:.3f}, {context}"
@@ -199,7 +203,7 @@ def evaluate_gate(
     if not isinstance(criteria, GateCriteria):
         criteria = GateCriteria.from_mapping(criteria)
     if criteria.min_robust_auroc is None and criteria.min_clean_auroc is None:
-        raise PgauditError(NO_CRITERION)
+        raise ParameterError(NO_CRITERION, "min_robust_auroc")
     checks = []
     if criteria.min_robust_auroc is not None:
         checks.append(_check(results, "robust", criteria.min_robust_auroc, criteria, source))

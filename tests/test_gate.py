@@ -101,7 +101,7 @@ def test_unusable_results_raise_clear_errors(results):
     with pytest.raises(PgauditError) as info:
         evaluate_gate(results, GateCriteria())
     assert str(info.value).startswith(
-        "no criterion given: pass --min-robust-auroc or set [gate] in pgaudit.toml"
+        "no criterion given: pass min_robust_auroc or set [gate] in pgaudit.toml"
     )
     broken = copy.deepcopy(results)
     broken["robust"]["metrics"]["pixel_auroc"] = {
@@ -120,7 +120,7 @@ def test_unusable_results_raise_clear_errors(results):
         evaluate_gate(broken, GateCriteria(min_robust_auroc=0.5))
     with pytest.raises(PgauditError, match="between 0 and 1"):
         GateCriteria(min_robust_auroc=60)
-    with pytest.raises(PgauditError, match="--metric f1"):
+    with pytest.raises(PgauditError, match="^metric f1: unknown gate metric"):
         GateCriteria(metric="f1")
 
 
