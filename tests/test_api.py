@@ -45,3 +45,22 @@ def test_harden_takes_what_the_cli_takes_and_names_a_wrong_model(tmp_path):
         api.harden(nn.Linear(1, 1), tmp_path)
     with pytest.raises(PgauditError, match="is a folder"):
         api.harden(str(tmp_path), tmp_path)  # the resolver's own error, as on the CLI
+
+
+def test_api_errors_name_parameters_and_the_cli_words_them_as_options():
+    from pgaudit.errors import ParameterError
+
+    error = ParameterError("resume needs out: the run's checkpoint is out there.", "resume", "out")
+    assert str(error) == "resume needs out: the run's checkpoint is out there."
+    assert error.for_cli() == "--resume needs --out: the run's checkpoint is out there."
+    assert error.for_cli({"out": "-o"}) == "--resume needs -o: the run's checkpoint is out there."
+    with pytest.raises(ParameterError, match=r"^max_images 0 must be at least 1\.$"):
+        api.check_audit_options(max_images=0)
+    with pytest.raises(ParameterError, match=r"^min_clean_auroc 2\.0: a threshold"):
+        api.check_gate({}, min_clean_auroc=2.0)
+
+
+def test_cli_words_api_errors_with_its_options(run_cli, tmp_path):
+    res = run_cli("attack", "patchguard", tmp_path, "--max-images", "0")
+    assert res.exit_code == 2
+    assert "--max-images 0 must be at least 1." in res.stderr and "max_images" not in res.stderr
