@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pgaudit.attacks.runner import check_audit_options
 from pgaudit.attacks.suites import Suite, build_suite
 from pgaudit.data.layouts import open_category
 from pgaudit.data.records import Category
@@ -50,19 +51,6 @@ __all__ = [
 
 def _category(data: Category | str | Path, category: str | None = None) -> Category:
     return data if isinstance(data, Category) else open_category(Path(data), category)
-
-
-def check_audit_options(
-    *, max_images: int | None = None, batch_size: int = 16, bootstrap: int = DEFAULT_BOOTSTRAP
-) -> None:
-    """Refuse bad :func:`audit` settings before anything is loaded."""
-    for name, value in (("max_images", max_images), ("batch_size", batch_size)):
-        if value is not None and value < 1:
-            raise ParameterError(f"{name} {value} must be at least 1.", name)
-    if bootstrap < 0:
-        raise ParameterError(
-            f"bootstrap {bootstrap} must be 0 (no intervals) or more.", "bootstrap"
-        )
 
 
 def audit(

@@ -328,6 +328,19 @@ class _Audit:
 # the audit
 
 
+def check_audit_options(
+    *, max_images: int | None = None, batch_size: int = 16, bootstrap: int = DEFAULT_BOOTSTRAP
+) -> None:
+    """Refuse bad :func:`run_audit` settings before anything is loaded or attacked."""
+    for name, value in (("max_images", max_images), ("batch_size", batch_size)):
+        if value is not None and value < 1:
+            raise ParameterError(f"{name} {value} must be at least 1.", name)
+    if bootstrap < 0:
+        raise ParameterError(
+            f"bootstrap {bootstrap} must be 0 (no intervals) or more.", "bootstrap"
+        )
+
+
 def run_audit(
     detector: Detector,
     category_or_dataset: Any,
@@ -367,12 +380,7 @@ def run_audit(
     image_size = int(detector.image_size)
     if isinstance(suite, str):
         suite = build_suite(suite, image_size=image_size)
-    if batch_size < 1:
-        raise ParameterError(f"batch_size {batch_size} must be at least 1.", "batch_size")
-    if bootstrap < 0:
-        raise ParameterError(
-            f"bootstrap {bootstrap} must be 0 (no intervals) or more.", "bootstrap"
-        )
+    check_audit_options(max_images=max_images, batch_size=batch_size, bootstrap=bootstrap)
     torch.manual_seed(seed)
     test = prepare_test_set(category_or_dataset, image_size, max_images, seed)
     workers, n_batches = distributed.world_size(), -(-len(test) // batch_size)
