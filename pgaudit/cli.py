@@ -183,6 +183,9 @@ TradesBeta = Annotated[float | None, typer.Option("--trades-beta", help=(
 CleanEpochs = Annotated[int | None, typer.Option("--clean-epochs", help=(
     "Train this many epochs without adversarial terms first, then harden from there "
     "(default: the preset's)."))]
+Augment = Annotated[str | None, typer.Option("--augment", help=(
+    "none | flips | dihedral: random flips (and 90° turns) of the training images, for images "
+    "without a preferred orientation (default: the preset's)."))]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed (deterministic on the CPU).")]
 TrainDevice = Annotated[str, typer.Option("--device", help="auto | cpu | cuda.")]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in --out.")]
@@ -211,7 +214,7 @@ def _harden_command(spec: str, data: Path, options: dict[str, Any]) -> None:
     eps, clean, no_reg = options.pop("eps"), options.pop("clean"), options.pop("no_reg")
     changes = {
         "epochs", "batch_size", "lr", "steps", "ema_decay", "val_fraction", "select",
-        "trades_beta", "clean_epochs",
+        "trades_beta", "clean_epochs", "augment",
     }  # fmt: skip
     recipe = {k: options.pop(k) for k in changes}
     recipe["carry_perturbations"] = options.pop("carry")
@@ -245,9 +248,9 @@ def harden_cmd(
     batch_size: BatchSize = None, lr: Lr = None, eps: TrainEps = None, steps: Steps = None,
     clean: Clean = False, no_reg: NoReg = False, carry: Carry = None, ema_decay: EmaDecay = None,
     val_fraction: ValFraction = None, select: Select = None, trades_beta: TradesBeta = None,
-    clean_epochs: CleanEpochs = None, seed: Seed = 0, device: TrainDevice = "auto",
-    resume: Resume = False, workers: Workers = 1, backbone_weights: BackboneWeights = None,
-    pretrained: Pretrained = False, nproc: Nproc = 1,
+    clean_epochs: CleanEpochs = None, augment: Augment = None, seed: Seed = 0,
+    device: TrainDevice = "auto", resume: Resume = False, workers: Workers = 1,
+    backbone_weights: BackboneWeights = None, pretrained: Pretrained = False, nproc: Nproc = 1,
 ) -> None:  # fmt: skip
     """Harden a detector with FAPA + PGD adversarial training (PatchGuard recipe)."""
     options = dict(locals())
@@ -262,9 +265,9 @@ def train_cmd(
     batch_size: BatchSize = None, lr: Lr = None, eps: TrainEps = None, steps: Steps = None,
     clean: Clean = False, no_reg: NoReg = False, carry: Carry = None, ema_decay: EmaDecay = None,
     val_fraction: ValFraction = None, select: Select = None, trades_beta: TradesBeta = None,
-    clean_epochs: CleanEpochs = None, seed: Seed = 0, device: TrainDevice = "auto",
-    resume: Resume = False, workers: Workers = 1, backbone_weights: BackboneWeights = None,
-    pretrained: Pretrained = False, nproc: Nproc = 1,
+    clean_epochs: CleanEpochs = None, augment: Augment = None, seed: Seed = 0,
+    device: TrainDevice = "auto", resume: Resume = False, workers: Workers = 1,
+    backbone_weights: BackboneWeights = None, pretrained: Pretrained = False, nproc: Nproc = 1,
 ) -> None:  # fmt: skip
     """Train a fresh PatchGuard (= `harden patchguard DATA`)."""
     options = dict(locals())

@@ -7,6 +7,10 @@ from typing import Any
 
 from pgaudit.errors import ParameterError, PgauditError
 
+#: Geometric train-time augmentations: for images without a preferred orientation (textures,
+#: micrographs, surfaces); leave "none" where orientation matters (a part flipped is a defect).
+AUGMENTATIONS = ("none", "flips", "dihedral")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -27,6 +31,7 @@ class TrainConfig:
     fapa_min_side: int = 14  # pseudo-anomaly side bounds, in pixels at 224 px
     fapa_max_side: int = 86
     jitter: float = 0.05  # light train-time colour jitter
+    augment: str = "none"  # "flips" / "dihedral": random flips (and 90° turns) of each image
     attack_topk_weight: float = 0.0  # the training attack also raises normal images' top-k score
     carry_perturbations: bool = False  # start each image's attack from its last one (epochs)
     grad_clip: float = 1.0
@@ -51,6 +56,10 @@ class TrainConfig:
         if not 0 <= self.ema_decay < 1:
             raise ParameterError(
                 f"ema_decay {self.ema_decay:g}: use 0 (off) or a number below 1.", "ema_decay"
+            )
+        if self.augment not in AUGMENTATIONS:
+            raise ParameterError(
+                f"augment {self.augment!r}: use one of {', '.join(AUGMENTATIONS)}.", "augment"
             )
         if self.trades_beta < 0:
             raise ParameterError(

@@ -138,6 +138,22 @@ def jitter(images: Tensor, strength: float, rng: np.random.Generator) -> Tensor:
     return out.clamp(0, 1)
 
 
+def turn(
+    images: Tensor, masks: Tensor, kind: str, rng: np.random.Generator
+) -> tuple[Tensor, Tensor]:
+    """The same random flip ("flips") or flip and 90° turn ("dihedral") of images and masks."""
+    if kind == "none":
+        return images, masks
+    flip_h, flip_v = (bool(x) for x in rng.random(2) < 0.5)
+    turns = int(rng.integers(4)) if kind == "dihedral" else 0
+    dims = [d for d, on in ((-1, flip_h), (-2, flip_v and kind == "flips")) if on]
+    out = []
+    for x in (images, masks):
+        x = x.flip(dims) if dims else x
+        out.append(torch.rot90(x, turns, dims=(-2, -1)) if turns else x)
+    return out[0], out[1]
+
+
 class PseudoAnomalyBatches(Dataset):
     """Maps a :class:`BatchSpec` to a training batch (run inside DataLoader workers).
 
@@ -152,9 +168,10 @@ class PseudoAnomalyBatches(Dataset):
         fapa: FapaConfig,
         seed: int,
         jitter_strength: float,
+        augment: str = "none",
     ) -> None:
         self.dataset, self.grid, self.fapa = dataset, grid, fapa
-        self.seed, self.jitter_strength = seed, jitter_strength
+        self.seed, self.jitter_strength, self.augment = seed, jitter_strength, augment
 
     def __len__(self) -> int:  # indexed by BatchSpec, not by position
         return len(self.dataset)  # type: ignore[arg-type]
@@ -166,8 +183,10 @@ class PseudoAnomalyBatches(Dataset):
         for i, seed in zip(spec.items, seeds, strict=True):
             item = self.dataset[i]
             rng = np.random.default_rng(seed)
-            image = jitter(item["image"][None].float(), self.jitter_strength, rng)
-            foreground = item["foreground"][None].float()
+            image, foreground = turn(
+                item["image"][None].float(), item["foreground"][None].float(), self.augment, rng
+            )
+            image = jitter(image, self.jitter_strength, rng)
             parts.append((image, *make_pseudo_anomalies(image, foreground, rng, self.fapa)))
         images, anomalies, masks = (torch.cat(column) for column in zip(*parts, strict=True))
         return {
@@ -191,6 +210,7 @@ def batch_loader(
     batch_size: int,
     seed: int,
     jitter_strength: float,
+    augment: str = "none",
     num_workers: int = 0,
     rank: int = 0,
     world_size: int = 1,
@@ -200,7 +220,7 @@ def batch_loader(
     size = len(dataset)  # type: ignore[arg-type]
     sampler = EpochBatches(size, batch_size, seed, rank=rank, world_size=world_size)
     loader = DataLoader(
-        PseudoAnomalyBatches(dataset, grid, fapa, seed, jitter_strength),
+        PseudoAnomalyBatches(dataset, grid, fapa, seed, jitter_strength, augment),
         sampler=sampler,
         batch_size=None,
         num_workers=num_workers,

@@ -368,6 +368,7 @@ def harden(
         batch_size=config.batch_size,
         seed=seed,
         jitter_strength=config.jitter,
+        augment=config.augment,
         num_workers=num_workers,
         rank=rank,
         world_size=workers,
