@@ -60,10 +60,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from pgaudit.config import GATE_KEYS
 from pgaudit.errors import PgauditError
-from pgaudit.metrics import METRIC_NAMES as METRIC_NAMES
-from pgaudit.metrics import Estimate
 
 #: Bootstrap resamples for the 95 % intervals of every metric, in the API and the CLI alike.
 DEFAULT_BOOTSTRAP = 200
@@ -75,6 +72,8 @@ Status = Literal["pass", "warn", "fail", "skip"]
 STATUSES: tuple[str, ...] = get_args(Status)
 
 JSON = dict[str, Any]
+#: A metric as :mod:`pgaudit.metrics` returns it: ``(value, ci, reason)``.
+Measured = tuple[float | None, tuple[float, float] | None, str | None]
 _FIX = "it is incomplete or was edited; re-run `pgaudit attack`."
 
 
@@ -192,9 +191,12 @@ class MetricValue:
         )
 
 
-def metric_values(estimates: Mapping[str, Estimate]) -> dict[str, MetricValue]:
-    """``{name: MetricValue}`` from what :func:`pgaudit.metrics.evaluate` returns."""
-    return {name: MetricValue.of(e.value, e.reason, e.ci) for name, e in estimates.items()}
+def metric_values(estimates: Mapping[str, Measured]) -> dict[str, MetricValue]:
+    """``{name: MetricValue}`` from the ``(value, ci, reason)`` tuples of
+    :func:`pgaudit.metrics.evaluate` / :func:`~pgaudit.metrics.operating_point`."""
+    return {
+        name: MetricValue.of(value, reason, ci) for name, (value, ci, reason) in estimates.items()
+    }
 
 
 def metric_entry(
@@ -459,13 +461,6 @@ class AuditResults:
         if missing:
             raise PgauditError(f"{source} lacks the section(s) {', '.join(missing)}: {_FIX}")
         r = _Reader(data, source, "")
-        gate = r.mapping("gate", None)
-        unknown = sorted(set(gate or {}) - set(GATE_KEYS))
-        if unknown:
-            raise r.error(
-                f"gate has unknown key(s) {', '.join(unknown)} (a gate table has "
-                f"{', '.join(GATE_KEYS)})"
-            )
         return cls(
             model=r.mapping("model"),
             data=r.mapping("data"),
@@ -480,7 +475,7 @@ class AuditResults:
             sanity=tuple(SanityCheck._read(s) for s in r.items("sanity", [])),
             adaptive=r.mapping("adaptive", None),
             gallery=tuple(g.data for g in r.items("gallery", [])),
-            gate=gate,
+            gate=r.mapping("gate", None),
         )
 
 

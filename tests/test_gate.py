@@ -12,7 +12,8 @@ import pytest
 from pgaudit.errors import PgauditError
 from pgaudit.gate import GateCriteria, GateOutcome, write_junit
 from pgaudit.gate import evaluate_gate as _evaluate
-from pgaudit.results import METRIC_NAMES, AuditResults, load_results
+from pgaudit.metrics import METRIC_NAMES
+from pgaudit.results import AuditResults, load_results
 
 FIXTURE = Path(__file__).parent / "fixtures" / "results_example.json"
 # In the fixture: clean image_auroc 0.99, robust image_auroc 0.775 (95% CI 0.644-0.890),

@@ -8,7 +8,7 @@ from scipy import ndimage
 from sklearn.metrics import precision_recall_curve, roc_auc_score
 
 from pgaudit import metrics as M
-from pgaudit.results import METRIC_NAMES
+from pgaudit.metrics import METRIC_NAMES
 
 # --------------------------------------------------------------------------------------------
 # helpers: random data and a slow reference AUPRO

@@ -217,8 +217,14 @@ def gate_view(
     ``GateCriteria``); without them, for the ``gate`` table of results.json; else no verdict."""
     if _has_threshold(criteria):
         source = "pgaudit.toml [gate] or the caller"
-    elif _has_threshold(results.gate):
-        source, criteria = "results.json", results.gate
+    elif results.gate is not None:
+        source = "results.json"
+        try:
+            criteria = GateCriteria.from_mapping(results.gate)
+        except PgauditError as exc:
+            return GateView("fail", source, error=f"results.json {exc}")
+        if not _has_threshold(criteria):
+            return GateView("none", "no gate thresholds set")
     else:
         return GateView("none", "no gate thresholds set")
     assert criteria is not None
