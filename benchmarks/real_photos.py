@@ -128,20 +128,16 @@ def audit_cell(cache: Path, checkpoint: Path, name: str, suite: str, strength: f
     category = open_category(data_dir(cache, name, strength))
     loaded = load_detector(checkpoint)
     results = run_audit(loaded.detector, category, suite, out_dir=out, seed=seed, progress=False)
+    keys = ("image_auroc", "pixel_auroc")
+
+    def values(section: Any) -> dict[str, float | None]:
+        return {k: m.value if (m := section.metric(k)) else None for k in keys}
+
     summary = {
-        "clean": {
-            k: results["clean"]["metrics"][k]["value"] for k in ("image_auroc", "pixel_auroc")
-        },
-        "robust": {
-            k: results["robust"]["metrics"][k]["value"] for k in ("image_auroc", "pixel_auroc")
-        },
-        "runs": {
-            r["id"]: {
-                k: r["metrics"].get(k, {}).get("value") for k in ("image_auroc", "pixel_auroc")
-            }
-            for r in results.get("attacks", [])
-        },
-        "sanity": {c["name"]: c["status"] for c in results.get("sanity", [])},
+        "clean": values(results.clean),
+        "robust": values(results.robust),
+        "runs": {r.id: values(r) for r in results.attacks},
+        "sanity": {c.name: c.status for c in results.sanity},
     }
     summary_path.write_text(json.dumps(summary, indent=1))
     return summary

@@ -28,8 +28,8 @@ HERE = Path(__file__).resolve().parent
 def audit(loaded, category, out: Path) -> str:
     """Attack with the quick suite (native PGD-10 at 8/255) and summarise clean vs. robust."""
     results = pgaudit.audit(loaded, category, "quick", out_dir=out)
-    clean = results["clean"]["metrics"]["image_auroc"]["value"]
-    robust = results["robust"]["metrics"]["image_auroc"]["value"]
+    clean = results.clean.metric("image_auroc").value
+    robust = results.robust.metric("image_auroc").value
     return f"{loaded.name:<32} image AUROC clean {clean:.3f}  robust {robust:.3f}"
 
 

@@ -9,7 +9,7 @@
 ...     def forward(self, x):
 ...         return torch.nn.functional.avg_pool2d(x[:, :1] - x[:, 1:2], 4)[:, 0] * 50
 >>> results = pgaudit.audit(Redness(), tmp / "data" / "widget", out_dir=tmp / "audit")
->>> clean, robust = (results[part]["metrics"]["image_auroc"]["value"] for part in ("clean", "robust"))
+>>> clean, robust = (part.metric("image_auroc").value for part in (results.clean, results.robust))
 >>> robust < clean  # PGD at 8/255 lowers the image AUROC it targets
 True
 >>> pgaudit.check_gate(tmp / "audit", min_robust_auroc=0.0).passed
@@ -39,7 +39,7 @@ from pgaudit.models.presets import TrainConfig
 from pgaudit.models.resolve import LoadedDetector
 from pgaudit.models.resolve import load_detector as load_detector
 from pgaudit.report.render import render_report as render_report
-from pgaudit.results import DEFAULT_BOOTSTRAP, load_results
+from pgaudit.results import DEFAULT_BOOTSTRAP, AuditResults, read_results
 from pgaudit.training.loop import HardenResult
 from pgaudit.training.setup import HardenPlan
 from pgaudit.training.setup import plan_hardening as _plan
@@ -69,8 +69,9 @@ def audit(
     surrogate: LoadedDetector | Any | None = None,
     progress: bool = False,
     **run_options: Any,
-) -> dict[str, Any]:
-    """Attack ``model`` with ``suite`` on the test images of ``data``; returns results.json's dict.
+) -> AuditResults | None:
+    """Attack ``model`` with ``suite`` on the test images of ``data``; returns the results.json
+    written (as :class:`~pgaudit.results.AuditResults`; None on workers other than rank 0).
 
     ``model``: what :func:`load_detector` returns (its card fills the ``model`` section) or any
     detector. ``data``: a category folder (``category``: one of a root), a
@@ -173,13 +174,14 @@ def harden(
 
 
 def check_gate(
-    results: Mapping[str, Any] | str | Path,
+    results: AuditResults | Mapping[str, Any] | str | Path,
     criteria: GateCriteria | Mapping[str, Any] | None = None,
     **thresholds: Any,
 ) -> GateOutcome:
     """Check an audit against a robust-AUROC bar: ``check_gate("runs/audit", min_robust_auroc=0.5)``.
 
-    ``results``: the dict :func:`audit` returned, or an audit folder / results.json.
+    ``results``: what :func:`audit` returned (or its ``to_json()`` dict), or an audit folder /
+    results.json.
     ``criteria``: a :class:`~pgaudit.gate.GateCriteria` or a ``[gate]`` table; or give its fields
     as keywords (``metric``, ``min_robust_auroc``, ``min_clean_auroc``, ``use_lower_bound``).
     """
@@ -194,7 +196,9 @@ def check_gate(
             )
         criteria = GateCriteria(**thresholds)
     source = "results"
-    if not isinstance(results, Mapping):
+    if isinstance(results, Mapping):
+        results = AuditResults.from_json(results, source)
+    elif not isinstance(results, AuditResults):
         source = str(results)
-        results = load_results(results)
+        results = read_results(results)
     return evaluate_gate(results, criteria, source=source)

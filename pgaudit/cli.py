@@ -424,17 +424,17 @@ def attack(
             command=shlex.join(["pgaudit", *sys.argv[1:]]), console=err_console, **sizes,
         )  # fmt: skip
     audit_dir = chosen["out"]
-    if not results:  # a worker other than rank 0
+    if results is None:  # a worker other than rank 0
         return
     from pgaudit.attacks.summary import results_table
 
     console.print(results_table(results))
-    for skipped in results["suite"].get("skipped", []):
+    for skipped in results.suite.skipped or ():
         console.print(f"skipped {skipped['id']}: {skipped['reason']}", highlight=False)
-    for check in results.get("sanity", []):
-        if check["status"] not in ("pass", "skip"):
+    for check in results.sanity:
+        if check.status not in ("pass", "skip"):
             console.print(
-                f"[bold red]{check['status']}[/] {check['name']}: {escape(check['evidence'])}",
+                f"[bold red]{check.status}[/] {check.name}: {escape(check.evidence)}",
                 soft_wrap=True,
             )
     console.print(f"wrote {escape(str(audit_dir / 'results.json'))}", highlight=False)
@@ -478,7 +478,7 @@ def gate(
 
     from pgaudit.config import load_project_config
     from pgaudit.gate import GateCriteria, evaluate_gate, write_junit
-    from pgaudit.results import load_results
+    from pgaudit.results import read_results
 
     criteria = GateCriteria.resolve(
         load_project_config(),
@@ -488,7 +488,7 @@ def gate(
         use_lower_bound=use_lower_bound,
     )
     source = results / "results.json" if results.is_dir() else results
-    outcome = evaluate_gate(load_results(results), criteria, source=str(source))
+    outcome = evaluate_gate(read_results(results), criteria, source=str(source))
     if junit is not None:
         write_junit(outcome, junit)
     for criterion in outcome.criteria:
@@ -542,6 +542,7 @@ def demo_cmd(
     from rich.table import Table
 
     from pgaudit.demo import DEMO_GATE, DemoSettings, run_demo
+    from pgaudit.results import Section
 
     started = time.perf_counter()
     settings = DemoSettings(preset=preset, epochs=epochs, n_train=n_train, n_test=n_test, seed=seed)
@@ -550,19 +551,19 @@ def demo_cmd(
     for column in ("model", "image AUROC", "robust image", "pixel AUROC", "robust pixel", "gate"):
         table.add_column(column)
 
-    def value(section: dict, metric: str) -> str:
-        entry = section["metrics"][metric]
-        return "n/a" if entry["value"] is None else f"{entry['value']:.3f}"
+    def value(section: Section, metric: str) -> str:
+        entry = section.metric(metric)
+        return "n/a" if entry is None or entry.value is None else f"{entry.value:.3f}"
 
     for name in ("clean", "hardened"):
         res = outcome.results[name]
         verdict = outcome.verdicts[name]
         table.add_row(
             name,
-            value(res["clean"], "image_auroc"),
-            value(res["robust"], "image_auroc"),
-            value(res["clean"], "pixel_auroc"),
-            value(res["robust"], "pixel_auroc"),
+            value(res.clean, "image_auroc"),
+            value(res.robust, "image_auroc"),
+            value(res.clean, "pixel_auroc"),
+            value(res.robust, "pixel_auroc"),
             "[green]pass[/]" if verdict.passed else "[red]fail[/]",
         )
     console.print(table)

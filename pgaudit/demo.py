@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import torch
 from rich.console import Console
 
 from pgaudit.gate import GateCriteria, GateOutcome, evaluate_gate
+from pgaudit.results import AuditResults
 
 #: The demo's CI bar: robust pixel AUROC under the quick suite (PGD-10 at 8/255).
 DEMO_GATE = GateCriteria(metric="pixel_auroc", min_robust_auroc=0.8)
@@ -44,7 +44,7 @@ class DemoOutcome:
     audits: dict[str, Path]
     checkpoints: dict[str, Path]
     verdicts: dict[str, GateOutcome]
-    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    results: dict[str, AuditResults] = field(default_factory=dict)
 
 
 def run_demo(
@@ -101,11 +101,11 @@ def run_demo(
         "[bold]4/4[/] attacking both (quick suite) and writing the report", highlight=False
     )
     audits: dict[str, Path] = {}
-    results: dict[str, dict[str, Any]] = {}
+    results: dict[str, AuditResults] = {}
     for name, path in checkpoints.items():
         loaded = load_detector(str(path))
         audits[name] = out / f"audit-{name}"
-        results[name] = run_audit(
+        result = run_audit(
             loaded.detector,
             category,
             "quick",
@@ -116,6 +116,8 @@ def run_demo(
             command=f"pgaudit demo --out {out.name}",
             console=console,
         )
+        assert result is not None  # a single process: rank 0
+        results[name] = result
     report = render_report(
         [audits["hardened"], audits["clean"]], out / "report.html", gate_criteria=DEMO_GATE
     )

@@ -19,6 +19,7 @@ from xml.etree import ElementTree as ET
 
 from pgaudit.config import GATE_KEYS, GATE_METRICS, config_value
 from pgaudit.errors import ParameterError, PgauditError
+from pgaudit.results import AuditResults, Section
 
 DEFAULT_METRIC = "image_auroc"
 NO_CRITERION = "no criterion given: pass min_robust_auroc or set [gate] in pgaudit.toml."
@@ -115,44 +116,34 @@ def _fmt(value: float, threshold: float) -> tuple[str, str]:
     return repr(value), repr(threshold)
 
 
-def _section(results: Mapping[str, Any], scope: str, source: str) -> Mapping[str, Any]:
-    section = results.get(scope)
-    metrics = section.get("metrics") if isinstance(section, Mapping) else None
-    if not isinstance(metrics, Mapping):
-        raise PgauditError(
-            f"{source} has no {scope}.metrics section: it is incomplete or was edited; "
-            "re-run `pgaudit attack`."
-        )
-    return section
-
-
-def _robust_context(results: Mapping[str, Any]) -> str:
-    robust = results.get("robust") or {}
-    ids = robust.get("attack_ids") or []
-    eps = robust.get("eps_label") or results.get("headline_eps_label")
-    if eps is None and isinstance(robust.get("eps"), (int, float)):
-        eps = f"{robust['eps']:.4g}"
+def _robust_context(results: AuditResults) -> str:
+    robust = results.robust
+    ids = robust.attack_ids
+    eps = robust.eps_label or results.headline_eps_label
+    if eps is None and robust.eps is not None:
+        eps = f"{robust.eps:.4g}"
     over = f"worst case over {len(ids)} attack{'s' if len(ids) != 1 else ''}"
     return f"{over} at eps {eps}" if eps else over
 
 
 def _check(
-    results: Mapping[str, Any],
+    results: AuditResults,
     scope: str,
     threshold: float,
     criteria: GateCriteria,
     source: str,
 ) -> CriterionResult:
     metric = criteria.metric
-    entry = _section(results, scope, source)["metrics"].get(metric)
-    if not isinstance(entry, Mapping) or "value" not in entry:
+    section: Section = results.robust if scope == "robust" else results.clean
+    entry = section.metric(metric)
+    if entry is None:
         raise ParameterError(
             f"{source} has no {scope} {metric} entry: choose another metric or re-run "
             "`pgaudit attack`.",
             "metric",
         )
-    if entry["value"] is None:
-        reason = entry.get("reason") or "no reason recorded"
+    if entry.value is None:
+        reason = entry.reason or "no reason recorded"
         raise ParameterError(
             f"{source}: {scope} {metric} is undefined ({reason}); choose another metric or "
             "fix the audit data.",
@@ -160,17 +151,16 @@ def _check(
         )
     name = f"{scope} {metric}"
     context = _robust_context(results) if scope == "robust" else "no attack"
-    value = float(entry["value"])
+    value = float(entry.value)
     what = ""
     if criteria.use_lower_bound:
-        ci = entry.get("ci")
-        if not ci:
+        if entry.ci is None:
             raise ParameterError(
                 f"{source}: {scope} {metric} has no confidence interval; re-run the audit with "
                 "bootstrap intervals or drop use_lower_bound.",
                 "use_lower_bound",
             )
-        lo, hi = float(ci[0]), float(ci[1])
+        lo, hi = float(entry.ci[0]), float(entry.ci[1])
         context = f"95% CI {lo:.3f}-{hi:.3f}, {context}"
         value, what = lo, " lower bound"
     passed = value >= threshold
@@ -190,12 +180,12 @@ def _check(
 
 
 def evaluate_gate(
-    results: Mapping[str, Any],
+    results: AuditResults,
     criteria: GateCriteria | Mapping[str, Any],
     *,
     source: str = "results.json",
 ) -> GateOutcome:
-    """Check the results against the criteria (a :class:`GateCriteria` or a ``[gate]`` table).
+    """Check an audit against the criteria (a :class:`GateCriteria` or a ``[gate]`` table).
 
     Raises :class:`PgauditError` when no threshold is set or a needed metric is missing or
     undefined. ``source`` names the file in those messages.

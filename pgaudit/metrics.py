@@ -11,7 +11,8 @@ Inputs (array-likes; CPU torch tensors work too):
 Every metric function returns a float or raises :class:`UndefinedMetricError` (a ``ValueError``)
 whose message is the reason, e.g. "only normal images among the test images". Malformed input
 (wrong shapes, NaN scores, labels other than 0/1) raises a plain ``ValueError``.
-:func:`evaluate` wraps them into results.json entries (``{"value", "ci", "reason"}``).
+:func:`evaluate` and :func:`operating_point` wrap them into :class:`Estimate` tuples (value, 95 %
+interval, reason); :mod:`pgaudit.results` turns those into results.json entries.
 
 How the curves are computed: the scores are sorted once (descending); the cumulative sums of
 per-item weights at the end of each run of equal scores give, for every distinct threshold ``t``
@@ -26,14 +27,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-from pgaudit.results import METRIC_NAMES, metric_entry
-
 __all__ = [
+    "METRIC_NAMES",
+    "Estimate",
     "UndefinedMetricError",
     "aupro",
     "evaluate",
@@ -49,6 +50,8 @@ __all__ = [
     "worst_case_scores",
 ]
 
+METRIC_NAMES = ("image_auroc", "pixel_auroc", "aupro", "image_f1_max", "pixel_f1_max")
+"""What :func:`evaluate` returns, in this order."""
 AUPRO_FPR_LIMIT = 0.3
 """AUPRO integrates the PRO curve up to this false-positive rate (MVTec AD benchmark)."""
 DEFAULT_TPR = 0.95
@@ -65,6 +68,14 @@ _CHUNK_ELEMENTS = 4_000_000
 
 class UndefinedMetricError(ValueError):
     """The metric is undefined for this input; the message is the reason (one short phrase)."""
+
+
+class Estimate(NamedTuple):
+    """A metric's value (None when undefined, with the ``reason``) and bootstrap 95 % interval."""
+
+    value: float | None
+    ci: tuple[float, float] | None = None
+    reason: str | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -440,21 +451,21 @@ def false_alarm_rate(labels: ArrayLike, scores: ArrayLike, threshold: float) -> 
 
 def operating_point(
     labels: ArrayLike, scores: ArrayLike, threshold: float | None
-) -> dict[str, dict[str, Any]]:
-    """``{"miss_rate": entry, "false_alarm_rate": entry}`` at a threshold from clean data.
+) -> dict[str, Estimate]:
+    """``{"miss_rate": Estimate, "false_alarm_rate": Estimate}`` at a threshold from clean data.
 
     ``scores`` may be clean or attacked (e.g. :func:`worst_case_scores`); ``threshold`` comes from
     :func:`threshold_at_tpr` on the clean scores, or None when that was undefined.
     """
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, Estimate] = {}
     for name, fn in (("miss_rate", miss_rate), ("false_alarm_rate", false_alarm_rate)):
         if threshold is None:
-            out[name] = metric_entry(None, "no operating threshold (no anomalous clean images)")
+            out[name] = Estimate(None, None, "no operating threshold (no anomalous clean images)")
             continue
         try:
-            out[name] = metric_entry(fn(labels, scores, threshold))
+            out[name] = Estimate(float(fn(labels, scores, threshold)))
         except UndefinedMetricError as exc:
-            out[name] = metric_entry(None, str(exc))
+            out[name] = Estimate(None, None, str(exc))
     return out
 
 
@@ -499,7 +510,7 @@ def worst_case_maps(masks: ArrayLike, *maps: ArrayLike) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------
-# evaluate: all metrics as results.json entries, with optional bootstrap CIs
+# evaluate: all metrics, with optional bootstrap CIs
 
 
 def _resample_counts(n: int, bootstrap: int, seed: int) -> np.ndarray:
@@ -551,8 +562,8 @@ def evaluate(
     bootstrap: int = 0,
     seed: int = 0,
     bootstrap_levels: int = BOOTSTRAP_LEVELS,
-) -> dict[str, dict[str, Any]]:
-    """All metrics as results.json entries: ``{name: {"value", "ci", "reason"}}``.
+) -> dict[str, Estimate]:
+    """All metrics: ``{name: Estimate(value, ci, reason)}``.
 
     Names: ``image_auroc``, ``pixel_auroc``, ``aupro``, ``image_f1_max``, ``pixel_f1_max``.
     An undefined metric gets ``value`` None and the reason.
@@ -574,7 +585,7 @@ def evaluate(
     n = labels.size
     scores = _as_scores(image_scores, n, "image_scores")
     counts = _resample_counts(n, bootstrap, seed) if bootstrap else None
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, Estimate] = {}
 
     def record(
         names: tuple[str, ...], ranking: _Ranking, unit: str, boot: _Ranking | _BinnedPixels | None
@@ -584,7 +595,7 @@ def evaluate(
             _check_classes(curves, unit)
         except UndefinedMetricError as exc:
             for name in names:
-                out[name] = metric_entry(None, str(exc))
+                out[name] = Estimate(None, None, str(exc))
             return
         rows = (
             _bootstrap_rows(boot, counts, names) if counts is not None and boot is not None else {}
@@ -597,7 +608,7 @@ def evaluate(
             else:
                 value = _aupro_rows(curves, AUPRO_FPR_LIMIT)[0]
             ci = _interval(rows[name]) if name in rows else None
-            out[name] = metric_entry(float(value), None, ci)
+            out[name] = Estimate(float(value), ci)
 
     image = _image_ranking(labels, scores)
     record(("image_auroc", "image_f1_max"), image, "images", image)
@@ -609,7 +620,7 @@ def evaluate(
             raise ValueError(f"masks must hold one mask per label ({n}), got {gt.shape[0]}")
     except UndefinedMetricError as exc:
         for name in pixel_names:
-            out[name] = metric_entry(None, str(exc))
+            out[name] = Estimate(None, None, str(exc))
     else:
         full = _pixel_ranking(gt, values, with_regions=True)
         boot = None if counts is None else _BinnedPixels.build(gt, values, bootstrap_levels)

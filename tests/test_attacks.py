@@ -8,6 +8,7 @@ images, and a budget of a few /255 is enough to fool it, like an undefended dete
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -26,7 +27,7 @@ from pgaudit.attacks.objectives import (
     localization_objective,
     objective_values,
 )
-from pgaudit.attacks.runner import run_audit
+from pgaudit.attacks.runner import run_audit as _run_audit
 from pgaudit.attacks.suites import AttackSpec, Suite, build_suite, l2_eps
 from pgaudit.attacks.testset import stratified_subset
 from pgaudit.data.grid import mask_to_grid
@@ -34,6 +35,12 @@ from pgaudit.errors import PgauditError
 from pgaudit.models.adapters import as_detector
 from pgaudit.models.detector import DetectorOutput, smooth_upsample, topk_mean
 from pgaudit.results import load_results
+
+
+def run_audit(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    """The audit's results as the dict it wrote to results.json."""
+    return _run_audit(*args, **kwargs).to_json()
+
 
 SIZE = 32
 
@@ -473,9 +480,9 @@ def test_a_cnn_with_batchnorm_is_audited_without_model_info(tmp_path):
 def test_api_audits_have_intervals_the_gate_can_use(tmp_path):
     from pgaudit.gate import GateCriteria, evaluate_gate
 
-    results = run_audit(ToyDetector(), ToySet(12), "quick", out_dir=tmp_path, progress=False)
-    lo, hi = results["robust"]["metrics"]["image_auroc"]["ci"]
-    assert lo <= results["robust"]["metrics"]["image_auroc"]["value"] <= hi
+    results = _run_audit(ToyDetector(), ToySet(12), "quick", out_dir=tmp_path, progress=False)
+    entry = results.robust.metric("image_auroc")
+    assert entry.ci is not None and entry.ci[0] <= entry.value <= entry.ci[1]
     outcome = evaluate_gate(results, GateCriteria(min_robust_auroc=0.0, use_lower_bound=True))
     assert outcome.passed
     with pytest.raises(PgauditError, match="^bootstrap -1 must be 0"):

@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from typing import Any
 
 import pytest
 import torch
 from small_models import SMALL
 
-from pgaudit.attacks.runner import run_audit
+from pgaudit.attacks.runner import run_audit as _run_audit
 from pgaudit.attacks.suites import build_suite
 from pgaudit.data.layouts import open_category
 from pgaudit.data.synth import make_synthetic_dataset
 from pgaudit.models.patchguard import PatchGuard
 from pgaudit.models.presets import TrainConfig, get_preset
 from pgaudit.training.loop import harden
+
+
+def run_audit(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    """The audit's results as the dict it wrote to results.json."""
+    return _run_audit(*args, **kwargs).to_json()
 
 
 def _value(section: dict, name: str) -> float:

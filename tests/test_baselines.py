@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
 
-from pgaudit.attacks.runner import run_audit
+from pgaudit.attacks.runner import run_audit as _run_audit
 from pgaudit.attacks.suites import build_suite
 from pgaudit.data.layouts import open_category
 from pgaudit.models.baselines import fit_baseline
 from pgaudit.models.patchcore import PatchCoreConfig, greedy_coreset, nearest_distance
 from pgaudit.models.resolve import load_detector
+
+
+def run_audit(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    """The audit's results as the dict it wrote to results.json."""
+    return _run_audit(*args, **kwargs).to_json()
 
 
 def _value(section: dict, name: str) -> float:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,7 @@ from torch import Tensor, nn
 
 from pgaudit.attacks.adaptive import EOTDetector
 from pgaudit.attacks.execute import Attacker, BatchTarget
-from pgaudit.attacks.runner import run_audit
+from pgaudit.attacks.runner import run_audit as _run_audit
 from pgaudit.attacks.suites import AttackSpec, Suite
 from pgaudit.models.adapters import DetectorAdapter, as_detector
 from pgaudit.models.detector import (
@@ -25,6 +27,12 @@ from pgaudit.models.detector import (
 )
 from pgaudit.models.patchguard import PatchGuard
 from pgaudit.models.presets import get_preset
+
+
+def run_audit(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    """The audit's results as the dict it wrote to results.json."""
+    return _run_audit(*args, **kwargs).to_json()
+
 
 SIZE = 16
 

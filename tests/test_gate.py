@@ -10,8 +10,10 @@ from xml.etree import ElementTree as ET
 import pytest
 
 from pgaudit.errors import PgauditError
-from pgaudit.gate import GateCriteria, evaluate_gate, write_junit
-from pgaudit.results import METRIC_NAMES, load_results
+from pgaudit.gate import GateCriteria, GateOutcome, write_junit
+from pgaudit.gate import evaluate_gate as _evaluate
+from pgaudit.metrics import METRIC_NAMES
+from pgaudit.results import AuditResults, load_results
 
 FIXTURE = Path(__file__).parent / "fixtures" / "results_example.json"
 # In the fixture: clean image_auroc 0.99, robust image_auroc 0.775 (95% CI 0.644-0.890),
@@ -31,6 +33,11 @@ def audit(tmp_path, monkeypatch) -> Path:
     (folder / "results.json").write_text(FIXTURE.read_text())
     monkeypatch.chdir(tmp_path)
     return folder
+
+
+def evaluate_gate(results: dict, criteria) -> GateOutcome:
+    """The gate on a (possibly edited) results.json dict, read as the CLI reads it."""
+    return _evaluate(AuditResults.from_json(results), criteria)
 
 
 def _flat(text: str) -> str:
@@ -116,7 +123,7 @@ def test_unusable_results_raise_clear_errors(results):
     with pytest.raises(PgauditError, match="no confidence interval"):
         evaluate_gate(no_ci, GateCriteria(min_robust_auroc=0.5, use_lower_bound=True))
     del broken["robust"]["metrics"]
-    with pytest.raises(PgauditError, match="no robust.metrics section"):
+    with pytest.raises(PgauditError, match=r"results.json has no robust\.metrics: "):
         evaluate_gate(broken, GateCriteria(min_robust_auroc=0.5))
     with pytest.raises(PgauditError, match="between 0 and 1"):
         GateCriteria(min_robust_auroc=60)

@@ -8,7 +8,7 @@ from scipy import ndimage
 from sklearn.metrics import precision_recall_curve, roc_auc_score
 
 from pgaudit import metrics as M
-from pgaudit.results import METRIC_NAMES
+from pgaudit.metrics import METRIC_NAMES
 
 # --------------------------------------------------------------------------------------------
 # helpers: random data and a slow reference AUPRO
@@ -164,8 +164,8 @@ def test_pixel_metrics_run_on_large_float16_maps():
     masks[50:, 40:60, 30:70] = True
     maps = (rng.normal(size=masks.shape) + 2 * masks).astype(np.float16)
     result = M.evaluate(np.r_[np.zeros(50), np.ones(50)], rng.normal(size=100), masks, maps)
-    assert 0.5 < result["aupro"]["value"] < 1.0
-    assert result["pixel_auroc"]["value"] > 0.9
+    assert 0.5 < result["aupro"].value < 1.0
+    assert result["pixel_auroc"].value > 0.9
 
 
 # --------------------------------------------------------------------------------------------
@@ -201,15 +201,15 @@ def test_bad_input_is_a_plain_value_error():
 def test_evaluate_reports_undefined_metrics_as_none_with_reason():
     result = M.evaluate([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])
     assert list(result) == list(METRIC_NAMES)
-    assert result["image_auroc"] == {"value": 0.75, "ci": None, "reason": None}
+    assert result["image_auroc"] == M.Estimate(0.75, None, None)
     for name in ("pixel_auroc", "aupro", "pixel_f1_max"):
-        assert result[name] == {"value": None, "ci": None, "reason": "no ground-truth masks"}
+        assert result[name] == M.Estimate(None, None, "no ground-truth masks")
     one_class = M.evaluate([0, 0], [0.1, 0.2], np.zeros((2, 3, 3)), np.ones((2, 3, 3)))
-    assert one_class["image_auroc"]["value"] is None
-    assert "only normal images" in one_class["image_auroc"]["reason"]
-    assert "no anomalous pixels" in one_class["aupro"]["reason"]
+    assert one_class["image_auroc"].value is None
+    assert "only normal images" in one_class["image_auroc"].reason
+    assert "no anomalous pixels" in one_class["aupro"].reason
     no_maps = M.evaluate([0, 1], [0.1, 0.2], np.zeros((2, 3, 3)), None)
-    assert no_maps["pixel_auroc"]["reason"] == "no anomaly maps"
+    assert no_maps["pixel_auroc"].reason == "no anomaly maps"
 
 
 # --------------------------------------------------------------------------------------------
@@ -233,10 +233,10 @@ def test_operating_point_on_attacked_scores():
     t = M.threshold_at_tpr(labels, [0.1, 0.2, 0.8, 0.9])
     attacked = [0.85, 0.2, 0.3, 0.95]
     point = M.operating_point(labels, attacked, t)
-    assert point["miss_rate"]["value"] == 0.5
-    assert point["false_alarm_rate"]["value"] == 0.5
+    assert point["miss_rate"].value == 0.5
+    assert point["false_alarm_rate"].value == 0.5
     undefined = M.operating_point(labels, attacked, None)
-    assert undefined["miss_rate"]["value"] is None and undefined["miss_rate"]["reason"]
+    assert undefined["miss_rate"].value is None and undefined["miss_rate"].reason
     with pytest.raises(M.UndefinedMetricError):
         M.threshold_at_tpr([0, 0], [0.1, 0.2])
 
@@ -276,11 +276,11 @@ def test_bootstrap_is_deterministic_and_brackets_the_value():
     again = M.evaluate(labels, scores, masks, maps, bootstrap=200, seed=7)
     other = M.evaluate(labels, scores, masks, maps, bootstrap=200, seed=8)
     assert first == again
-    assert first["image_auroc"]["ci"] != other["image_auroc"]["ci"]
+    assert first["image_auroc"].ci != other["image_auroc"].ci
     for name in METRIC_NAMES:
-        lo, hi = first[name]["ci"]
+        lo, hi = first[name].ci
         assert 0.0 <= lo <= hi <= 1.0
-        assert lo - 0.02 <= first[name]["value"] <= hi + 0.02
+        assert lo - 0.02 <= first[name].value <= hi + 0.02
         assert hi - lo > 0.0
 
 
@@ -303,7 +303,7 @@ def test_bootstrap_equals_explicit_resampling():
             values["aupro"].append(_reference_aupro(m, a))
     for name in METRIC_NAMES:
         expected = np.percentile(values[name], [2.5, 97.5])
-        np.testing.assert_allclose(result[name]["ci"], expected, atol=1e-9, err_msg=name)
+        np.testing.assert_allclose(result[name].ci, expected, atol=1e-9, err_msg=name)
 
 
 def test_bootstrap_skips_undefined_resamples():
@@ -311,8 +311,8 @@ def test_bootstrap_skips_undefined_resamples():
     labels = np.r_[np.zeros(11), 1]
     scores = np.r_[np.linspace(0, 1, 11), 2.0]
     result = M.evaluate(labels, scores, bootstrap=100, seed=0)
-    assert result["image_auroc"]["ci"] == [1.0, 1.0]
+    assert result["image_auroc"].ci == (1.0, 1.0)
     none_defined = M.evaluate(
         [0, 1], [0.0, 1.0], np.zeros((2, 2, 2)), np.ones((2, 2, 2)), bootstrap=5
     )
-    assert none_defined["aupro"]["value"] is None and none_defined["aupro"]["ci"] is None
+    assert none_defined["aupro"].value is None and none_defined["aupro"].ci is None

@@ -174,16 +174,17 @@ def test_gate_verdict_from_criteria(audits):
 
 
 def test_gate_recorded_in_results(audits, tmp_path):
-    outcome = {
-        "passed": False,
-        "criteria": [{"name": "robust image_auroc", "metric": "image_auroc", "op": ">=",
-                      "threshold": 0.9, "value": 0.22, "passed": False}],
-    }  # fmt: skip
-    html = _verdict(build_html(_edit(audits[0], tmp_path, "o", lambda r: r.update(gate=outcome))))
+    table = {"min_robust_auroc": 0.9}  # a [gate] table: evaluated afresh
+    html = _verdict(build_html(_edit(audits[0], tmp_path, "o", lambda r: r.update(gate=table))))
     assert "FAIL" in html and "fails 1 of 1 gate threshold" in html and "≥ 0.900" in html
-    table = {"min_robust_auroc": 0.8}  # thresholds only: evaluated afresh
+    table = {"min_robust_auroc": 0.8}
     html = _verdict(build_html(_edit(audits[1], tmp_path, "t", lambda r: r.update(gate=table))))
     assert "PASS" in html and "Thresholds from results.json" in html
+    # one shape only: a recorded outcome is not a gate table
+    outcome = {"passed": False, "criteria": [{"metric": "image_auroc", "threshold": 0.9}]}
+    html = _verdict(build_html(_edit(audits[0], tmp_path, "x", lambda r: r.update(gate=outcome))))
+    assert "the gate cannot be evaluated" in html
+    assert "results.json gate criteria: unknown key(s) criteria, passed" in html
 
 
 def test_gate_on_undefined_metric_is_a_failed_verdict(audits, tmp_path):
@@ -276,3 +277,12 @@ def test_build_results_fixture_is_complete():
     from pgaudit.results import REQUIRED_KEYS
 
     assert all(k in r for k in REQUIRED_KEYS)
+
+
+def test_adaptive_note_is_shown(audits, tmp_path):
+    note = {"differentiated": "image score = top-3 mean", "eot": False, "eot_draws": None,
+            "gradient_checked": True}  # fmt: skip
+    html = build_html(_edit(audits[1], tmp_path, "ad", lambda r: r.update(adaptive=note)))
+    sanity = html.split('id="sanity"', 1)[1].split("</section>", 1)[0]
+    assert "What the attacks differentiate" in sanity and "image score = top-3 mean" in sanity
+    assert "Gradient checked</dt><dd>yes" in sanity and "Eot draws</dt><dd>—" in sanity

@@ -300,7 +300,7 @@ def test_python_detector_is_attacked_by_the_quick_suite(tmp_path, synth_root, mo
         gallery_size=0,
         max_images=8,
         model_info=loaded.model_info(),
-    )
+    ).to_json()
     assert results["model"]["kind"] == "python"
     assert {a["objective"] for a in results["attacks"]} == {"detection", "localization"}
     _assert_attacked(results, tmp_path / "audit", n_images=8)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
 import torch
@@ -12,6 +11,7 @@ from torch import Tensor, nn
 from pgaudit.attacks import adaptive, sanity
 from pgaudit.attacks.adaptive import EOTDetector, adaptive_note, pixel_map_objective
 from pgaudit.models.detector import DetectorOutput, smooth_upsample
+from pgaudit.results import AttackResult, MetricValue, Section
 
 
 def entry(
@@ -23,28 +23,24 @@ def entry(
     objective: str = "detection",
     restarts: int = 1,
     norm: str = "inf",
-) -> dict[str, Any]:
+) -> AttackResult:
     """An attacks[] entry of results.json with only the metric the checks read."""
     metric = "image_auroc" if objective == "detection" else "pixel_auroc"
     reason = None if value is not None else "undefined"
-    return {
-        "id": f"{attack}-{norm}-{eps}-{steps}x{restarts}-{objective}",
-        "attack": attack,
-        "library": "art",
-        "norm": norm,
-        "eps": eps,
-        "steps": steps,
-        "restarts": restarts,
-        "objective": objective,
-        "metrics": {metric: {"value": value, "ci": None, "reason": reason}},
-    }
+    return AttackResult(
+        id=f"{attack}-{norm}-{eps}-{steps}x{restarts}-{objective}", attack=attack,
+        library="art", norm=norm, eps=eps, steps=steps, restarts=restarts, objective=objective,
+        metrics={metric: MetricValue(value, None, reason)},
+    )  # fmt: skip
 
 
-def results(*attacks: dict[str, Any], clean: float | None = None) -> dict[str, Any]:
-    metrics = (
-        {} if clean is None else {"image_auroc": {"value": clean}, "pixel_auroc": {"value": clean}}
-    )
-    return {"headline_eps": 8 / 255, "clean": {"metrics": metrics}, "attacks": list(attacks)}
+def results(*attacks: AttackResult) -> list[AttackResult]:
+    return list(attacks)
+
+
+def clean(value: float) -> Section:
+    """A clean section with both primary metrics at ``value``."""
+    return Section({"image_auroc": MetricValue(value), "pixel_auroc": MetricValue(value)})
 
 
 E2, E4, E8 = 2 / 255, 4 / 255, 8 / 255
@@ -56,15 +52,15 @@ E2, E4, E8 = 2 / 255, 4 / 255, 8 / 255
 def test_more_steps_not_weaker_passes_when_more_steps_are_stronger_or_equal_within_noise():
     r = results(entry("pgd", E8, 10, 0.50), entry("pgd", E8, 50, 0.51))
     check = sanity.check_more_steps_not_weaker(r)
-    assert check["status"] == "pass"
-    assert "0.510" in check["evidence"] and "0.500" in check["evidence"]
+    assert check.status == "pass"
+    assert "0.510" in check.evidence and "0.500" in check.evidence
 
 
 def test_more_steps_not_weaker_fails_when_more_steps_are_weaker():
     r = results(entry("pgd", E8, 10, 0.40), entry("pgd", E8, 50, 0.55))
     check = sanity.check_more_steps_not_weaker(r)
-    assert check["status"] == "fail"
-    assert "+0.150" in check["evidence"]
+    assert check.status == "fail"
+    assert "+0.150" in check.evidence
 
 
 def test_more_restarts_count_as_more_and_other_budgets_are_not_paired():
@@ -73,9 +69,9 @@ def test_more_restarts_count_as_more_and_other_budgets_are_not_paired():
         entry("pgd", E8, 50, 0.30),
         entry("pgd", E4, 10, 0.10),  # other eps: never compared with the 8/255 runs
     )
-    assert sanity.check_more_steps_not_weaker(r)["status"] == "fail"
+    assert sanity.check_more_steps_not_weaker(r).status == "fail"
     alone = results(entry("pgd", E8, 10, 0.4), entry("pgd", E4, 50, 0.9), entry("fgsm", E8, 1, 0.9))
-    assert sanity.check_more_steps_not_weaker(alone)["status"] == "skip"
+    assert sanity.check_more_steps_not_weaker(alone).status == "skip"
 
 
 def test_localization_entries_compare_pixel_auroc_and_undefined_values_are_ignored():
@@ -86,31 +82,29 @@ def test_localization_entries_compare_pixel_auroc_and_undefined_values_are_ignor
         entry("pgd", E8, 50, None),
     )
     check = sanity.check_more_steps_not_weaker(r)
-    assert check["status"] == "fail" and "pixel AUROC" in check["evidence"]
-    assert "1 pairs" in check["evidence"]
+    assert check.status == "fail" and "pixel AUROC" in check.evidence
+    assert "1 pairs" in check.evidence
 
 
 # ---- monotone in eps
 
 
 def test_monotone_in_eps_pass_and_fail():
-    good = results(
-        entry("pgd", E2, 10, 0.8), entry("pgd", E4, 10, 0.6), entry("pgd", E8, 10, 0.3), clean=0.95
-    )
-    assert sanity.check_monotone_in_eps(good)["status"] == "pass"
+    good = results(entry("pgd", E2, 10, 0.8), entry("pgd", E4, 10, 0.6), entry("pgd", E8, 10, 0.3))
+    assert sanity.check_monotone_in_eps(good, clean(0.95)).status == "pass"
     bad = results(entry("pgd", E2, 10, 0.8), entry("pgd", E4, 10, 0.5), entry("pgd", E8, 10, 0.6))
     check = sanity.check_monotone_in_eps(bad)
-    assert check["status"] == "fail"
-    assert "0.600" in check["evidence"] and "0.500" in check["evidence"]
+    assert check.status == "fail"
+    assert "0.600" in check.evidence and "0.500" in check.evidence
 
 
 def test_monotone_in_eps_counts_clean_as_eps_zero_and_skips_without_pairs():
-    above_clean = results(entry("fgsm", E8, 1, 0.97), clean=0.90)
-    assert sanity.check_monotone_in_eps(above_clean)["status"] == "fail"
-    assert sanity.check_monotone_in_eps(results())["status"] == "skip"
+    above_clean = results(entry("fgsm", E8, 1, 0.97))
+    assert sanity.check_monotone_in_eps(above_clean, clean(0.90)).status == "fail"
+    assert sanity.check_monotone_in_eps(results()).status == "skip"
     # families are separate: PGD-50 at 8/255 above PGD-10 at 4/255 is not a monotonicity issue
     mixed = results(entry("pgd", E4, 10, 0.2), entry("pgd", E8, 50, 0.3))
-    assert sanity.check_monotone_in_eps(mixed)["status"] == "skip"
+    assert sanity.check_monotone_in_eps(mixed).status == "skip"
 
 
 # ---- black box, FGSM
@@ -118,27 +112,25 @@ def test_monotone_in_eps_counts_clean_as_eps_zero_and_skips_without_pairs():
 
 def test_blackbox_not_stronger():
     ok = results(entry("pgd", E8, 50, 0.30), entry("square", E8, 1000, 0.45))
-    assert sanity.check_blackbox_not_stronger(ok)["status"] == "pass"
+    assert sanity.check_blackbox_not_stronger(ok).status == "pass"
     masked = results(
         entry("pgd", E8, 50, 0.70), entry("apgd", E8, 100, 0.65), entry("square", E8, 1000, 0.20)
     )
     check = sanity.check_blackbox_not_stronger(masked)
-    assert check["status"] == "fail"
-    assert "0.200" in check["evidence"] and "0.650" in check["evidence"]  # vs the best white-box
-    assert (
-        sanity.check_blackbox_not_stronger(results(entry("pgd", E8, 10, 0.3)))["status"] == "skip"
-    )
+    assert check.status == "fail"
+    assert "0.200" in check.evidence and "0.650" in check.evidence  # vs the best white-box
+    assert sanity.check_blackbox_not_stronger(results(entry("pgd", E8, 10, 0.3))).status == "skip"
     other_eps = results(entry("pgd", E4, 10, 0.9), entry("square", E8, 1000, 0.1))
-    assert sanity.check_blackbox_not_stronger(other_eps)["status"] == "skip"
+    assert sanity.check_blackbox_not_stronger(other_eps).status == "skip"
 
 
 def test_fgsm_not_stronger():
     ok = results(entry("fgsm", E8, 1, 0.40), entry("pgd", E8, 10, 0.25), entry("pgd", E8, 50, 0.2))
-    assert sanity.check_fgsm_not_stronger(ok)["status"] == "pass"
+    assert sanity.check_fgsm_not_stronger(ok).status == "pass"
     bad = results(entry("fgsm", E8, 1, 0.10), entry("pgd", E8, 10, 0.45), entry("pgd", E8, 50, 0.4))
     check = sanity.check_fgsm_not_stronger(bad)
-    assert check["status"] == "fail" and "0.100" in check["evidence"]
-    assert sanity.check_fgsm_not_stronger(results(entry("pgd", E8, 10, 0.4)))["status"] == "skip"
+    assert check.status == "fail" and "0.100" in check.evidence
+    assert sanity.check_fgsm_not_stronger(results(entry("pgd", E8, 10, 0.4))).status == "skip"
 
 
 # ---- convergence
@@ -146,14 +138,14 @@ def test_fgsm_not_stronger():
 
 def test_convergence_pass_warn_skip():
     converged = results(entry("pgd", E8, 10, 0.31), entry("pgd", E8, 50, 0.30))
-    assert sanity.check_convergence(converged)["status"] == "pass"
+    assert sanity.check_convergence(converged).status == "pass"
     drifting = results(entry("pgd", E8, 10, 0.40), entry("pgd", E8, 50, 0.30))
     check = sanity.check_convergence(drifting)
-    assert check["status"] == "warn" and "-0.100" in check["evidence"]
+    assert check.status == "warn" and "-0.100" in check.evidence
     restarts = results(entry("pgd", E8, 100, 0.20, restarts=5), entry("pgd", E8, 100, 0.35))
-    assert sanity.check_convergence(restarts)["status"] == "warn"
+    assert sanity.check_convergence(restarts).status == "warn"
     not_doubled = results(entry("pgd", E8, 10, 0.40), entry("pgd", E8, 15, 0.30))
-    assert sanity.check_convergence(not_doubled)["status"] == "skip"
+    assert sanity.check_convergence(not_doubled).status == "skip"
 
 
 def test_entries_are_json_ready_and_explained():
@@ -165,11 +157,9 @@ def test_entries_are_json_ready_and_explained():
         sanity.check_fgsm_not_stronger(results()),
     ]
     for c in checks:
-        assert set(c) == {"name", "status", "evidence", "meaning"}
-        assert (
-            c["status"] == "skip" and c["evidence"] and c["meaning"] == sanity.MEANINGS[c["name"]]
-        )
-    json.dumps(checks, allow_nan=False)
+        assert set(c.to_json()) == {"name", "status", "evidence", "meaning"}
+        assert c.status == "skip" and c.evidence and c.meaning == sanity.MEANINGS[c.name]
+    json.dumps([c.to_json() for c in checks], allow_nan=False)
     with pytest.raises(ValueError, match="status"):
         sanity.make_check("convergence", "ok", "…")
 

@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 
 from pgaudit.attacks import sanity
 from pgaudit.attacks.adaptive import EOTDetector
+from pgaudit.results import AttackResult, MetricValue, SanityCheck, Section
 
 SIZE = 32
 EPS = 8 / 255
@@ -117,8 +118,8 @@ def data() -> tuple[Tensor, Tensor, Tensor]:
     return make_data(16, 0)
 
 
-def statuses(checks: list[dict]) -> dict[str, str]:
-    return {c["name"]: c["status"] for c in checks}
+def statuses(checks: list[SanityCheck]) -> dict[str, str]:
+    return {c.name: c.status for c in checks}
 
 
 # ---- each extra-run check: passes on the working detector, fires on a broken one
@@ -137,7 +138,7 @@ def test_working_detector_passes_every_extra_run_check(data):
         sanity.check_transfer_not_stronger(det, HighPass(cell=2), x, y, eps=EPS, trace=trace),
         sanity.check_convergence_by_rerun(det, x, y, eps=EPS, trace=trace),
     ]
-    assert [c["status"] for c in checks] == ["pass"] * len(checks), checks
+    assert [c.status for c in checks] == ["pass"] * len(checks), checks
     assert trace.objective_end > trace.objective_start and trace.blind_images == 0
 
 
@@ -147,81 +148,80 @@ def test_masked_gradients_fail_gradient_health_unbounded_and_noise(data, broken)
     det = broken()
     trace = sanity.trace_pgd(det, x, y, eps=LARGE_EPS, steps=10)
     health = sanity.check_gradient_health(det, x, y, eps=LARGE_EPS, trace=trace)
-    assert health["status"] == "fail"
-    assert "16 images with no usable gradient" in health["evidence"]
+    assert health.status == "fail"
+    assert "16 images with no usable gradient" in health.evidence
     unbounded = sanity.check_unbounded_budget(det, x, y, steps=20)
-    assert unbounded["status"] == "fail"
-    assert "1.000 clean -> 1.000" in unbounded["evidence"]
+    assert unbounded.status == "fail"
+    assert "1.000 clean -> 1.000" in unbounded.evidence
     noise = sanity.check_noise_not_stronger(det, x, y, eps=LARGE_EPS, trace=trace)
-    assert noise["status"] == "fail"
+    assert noise.status == "fail"
 
 
 def test_transfer_from_a_smooth_surrogate_beats_a_quantised_detector(data):
     x, y, _ = data
     check = sanity.check_transfer_not_stronger(Quantised(), HighPass(), x, y, eps=EPS)
-    assert check["status"] == "fail"
-    assert "transferred from the surrogate" in check["evidence"]
+    assert check.status == "fail"
+    assert "transferred from the surrogate" in check.evidence
     skipped = sanity.check_transfer_not_stronger(Quantised(), None, x, y, eps=EPS)
-    assert skipped["status"] == "skip" and "surrogate" in skipped["evidence"]
+    assert skipped.status == "skip" and "surrogate" in skipped.evidence
 
 
 def test_nan_gradients_fail(data):
     x, y, _ = data
     det = NanGrad()
     health = sanity.check_gradient_health(det, x, y, eps=EPS, steps=3)
-    assert health["status"] == "fail" and " 0 NaN/inf" not in health["evidence"]
+    assert health.status == "fail" and " 0 NaN/inf" not in health.evidence
     # torch.sign(NaN) is 0 here, so L-inf PGD silently stands still: only gradient-health says why
-    assert sanity.check_unbounded_budget(det, x, y, steps=3)["status"] == "fail"
+    assert sanity.check_unbounded_budget(det, x, y, steps=3).status == "fail"
 
 
 def test_random_forward_fails_determinism_unless_attacked_through_eot(data):
     x, y, _ = data
     check = sanity.check_deterministic_forward(Noisy(), x)
-    assert check["status"] == "fail" and "EOT" in check["evidence"]
+    assert check.status == "fail" and "EOT" in check.evidence
     eot = EOTDetector(Noisy(), 4)
     check = sanity.check_deterministic_forward(eot, x)
-    assert check["status"] == "warn" and "EOT over 4 draws" in check["evidence"]
+    assert check.status == "warn" and "EOT over 4 draws" in check.evidence
     # attacks go through the wrapper: the unbounded attack still breaks the detector
-    assert sanity.check_unbounded_budget(eot, x, y, steps=20)["status"] == "pass"
+    assert sanity.check_unbounded_budget(eot, x, y, steps=20).status == "pass"
 
 
 def test_one_class_subsets_are_skipped_with_the_reason(data):
     x, y, _ = data
     normal = y == 0
     check = sanity.check_unbounded_budget(HighPass(), x[normal], y[normal], steps=2)
-    assert check["status"] == "skip" and "undefined" in check["evidence"]
+    assert check.status == "skip" and "undefined" in check.evidence
 
 
 # ---- everything at once
 
 
 def _hand_results(eps: float) -> dict:
-    """A results dict with one PGD entry per objective (no pairs: convergence reruns)."""
-    metric = {"value": 0.5, "ci": None, "reason": None}
-    return {
-        "headline_eps": eps,
-        "clean": {"metrics": {"image_auroc": {"value": 1.0}, "pixel_auroc": {"value": 1.0}}},
-        "attacks": [
-            {
-                "id": f"pgd-linf-x-10-{o}",
-                "attack": "pgd",
-                "library": "native",
-                "norm": "inf",
-                "eps": eps,
-                "steps": 10,
-                "restarts": 1,
-                "objective": o,
-                "metrics": {"image_auroc": metric, "pixel_auroc": metric},
-            }
-            for o in ("detection", "localization")
-        ],
-    }
+    """The audit entries run_sanity_checks reads: one PGD entry per objective (no pairs:
+    convergence reruns), the clean section and the headline eps."""
+    metric = MetricValue(0.5)
+    attacks = [
+        AttackResult(
+            id=f"pgd-linf-x-10-{o}",
+            attack="pgd",
+            library="native",
+            norm="inf",
+            eps=eps,
+            steps=10,
+            restarts=1,
+            objective=o,
+            metrics={"image_auroc": metric, "pixel_auroc": metric},
+        )  # fmt: skip
+        for o in ("detection", "localization")
+    ]
+    clean = Section({"image_auroc": MetricValue(1.0), "pixel_auroc": MetricValue(1.0)})
+    return {"attacks": attacks, "clean": clean, "eps": eps}
 
 
 def test_run_sanity_checks_flags_a_quantised_detector(data):
     x, y, m = data
     checks = sanity.run_sanity_checks(
-        Quantised(), x, y, _hand_results(LARGE_EPS), surrogate=HighPass(), seed=0
+        Quantised(), x, y, **_hand_results(LARGE_EPS), surrogate=HighPass(), seed=0
     )
     got = statuses(checks)
     assert list(got) == [
@@ -245,8 +245,8 @@ def test_run_sanity_checks_flags_a_quantised_detector(data):
     ):
         assert got[name] == "fail", name
     assert got["fgsm-not-stronger"] == "skip" and got["blackbox-not-stronger"] == "skip"
-    assert "extra run" in next(c for c in checks if c["name"] == "convergence")["evidence"]
-    json.dumps(checks, allow_nan=False)
+    assert "extra run" in next(c for c in checks if c.name == "convergence").evidence
+    json.dumps([c.to_json() for c in checks], allow_nan=False)
 
 
 def test_run_sanity_checks_uses_eot_on_a_random_detector(data):
@@ -256,13 +256,13 @@ def test_run_sanity_checks_uses_eot_on_a_random_detector(data):
     )
     det = Noisy()
     checks = {
-        c["name"]: c for c in sanity.run_sanity_checks(det, x, y, _hand_results(EPS), budget=budget)
+        c.name: c for c in sanity.run_sanity_checks(det, x, y, **_hand_results(EPS), budget=budget)
     }
-    assert checks["deterministic-forward"]["status"] == "fail"
-    assert "EOT over 4 draws" in checks["deterministic-forward"]["evidence"]
-    assert "on 8 images" in checks["unbounded-budget"]["evidence"]
-    assert checks["unbounded-budget"]["status"] == "pass"
-    assert checks["gradient-health"]["status"] == "pass"
+    assert checks["deterministic-forward"].status == "fail"
+    assert "EOT over 4 draws" in checks["deterministic-forward"].evidence
+    assert "on 8 images" in checks["unbounded-budget"].evidence
+    assert checks["unbounded-budget"].status == "pass"
+    assert checks["gradient-health"].status == "pass"
 
 
 class TensorSet(Dataset):
@@ -289,9 +289,9 @@ def test_standard_suite_results_pass_on_a_working_detector(data, tmp_path):
         surrogate=HighPass(cell=8),
     )  # fmt: skip
     # The runner runs the checklist itself for standard/full suites and records it.
-    checks = [c for c in results["sanity"] if c["name"] != "perturbation-budget"]
-    assert results["adaptive"]["eot"] is False
-    assert results["adaptive"]["gradient_checked"] is True  # checked on a real test image
+    checks = [c for c in results.sanity if c.name != "perturbation-budget"]
+    assert results.adaptive["eot"] is False
+    assert results.adaptive["gradient_checked"] is True  # checked on a real test image
     got = statuses(checks)
     for name in (
         "deterministic-forward",
@@ -305,7 +305,7 @@ def test_standard_suite_results_pass_on_a_working_detector(data, tmp_path):
         assert got[name] == "pass", (name, checks)
     # a real finding, not an error: PGD-10 has not converged at 4/255 on this detector
     assert got["convergence"] in ("pass", "warn")
-    assert "pgd-linf" in next(c for c in checks if c["name"] == "convergence")["evidence"]
+    assert "pgd-linf" in next(c for c in checks if c.name == "convergence").evidence
     assert got["blackbox-not-stronger"] == "skip"
     assert got["transfer-not-stronger"] == "pass"  # the surrogate reaches the checklist
 
@@ -331,6 +331,6 @@ def test_same_seed_gives_identical_audit_metrics(data, tmp_path):
         runs.append({key: on_disk[key] for key in ("clean", "attacks", "robust")})
         for entry in runs[-1]["attacks"]:
             entry.pop("seconds")
-        assert results["clean"] == on_disk["clean"]
+        assert results.clean.to_json() == on_disk["clean"]
     assert runs[0] == runs[1]
     assert runs[0]["robust"]["metrics"]["image_auroc"]["ci"] is not None

@@ -54,7 +54,18 @@ from pgaudit.errors import ParameterError, PgauditError
 from pgaudit.models.adapters import as_detector
 from pgaudit.models.checkpoint import weights_fingerprint
 from pgaudit.models.detector import Detector, attack_mode
-from pgaudit.results import DEFAULT_BOOTSTRAP, SCHEMA, write_results
+from pgaudit.results import (
+    DEFAULT_BOOTSTRAP,
+    AttackResult,
+    AuditResults,
+    CleanSection,
+    MetricValue,
+    RobustSection,
+    SanityCheck,
+    Section,
+    metric_values,
+    write_results,
+)
 from pgaudit.runtime import distributed
 
 #: Suites that run the gradient-masking checklist (pgaudit.attacks.sanity).
@@ -313,15 +324,16 @@ class _Audit:
 
     def section(
         self, scores: np.ndarray, maps: np.ndarray | None, clean: CleanPass
-    ) -> dict[str, Any]:
-        """``metrics`` and ``operating_point`` (at the clean threshold) of one set of scores."""
+    ) -> dict[str, dict[str, MetricValue]]:
+        """``metrics`` and ``operating_point`` (at the clean threshold) of one set of scores, as
+        :class:`~pgaudit.results.Section` fields."""
         masks = clean.masks if self.test.has_masks else None
-        return {
-            "metrics": metrics.evaluate(
-                self.test.labels, scores, masks, maps, bootstrap=self.bootstrap, seed=self.seed
-            ),
-            "operating_point": metrics.operating_point(self.test.labels, scores, clean.threshold),
-        }
+        labels = self.test.labels
+        found = metrics.evaluate(
+            labels, scores, masks, maps, bootstrap=self.bootstrap, seed=self.seed
+        )
+        point = metrics.operating_point(labels, scores, clean.threshold)
+        return {"metrics": metric_values(found), "operating_point": metric_values(point)}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -360,7 +372,7 @@ def run_audit(
     surrogate: Detector | None = None,
     command: str | None = None,
     console: Console | None = None,
-) -> dict[str, Any]:
+) -> AuditResults | None:
     """Attack ``detector`` on the test images with ``suite``; write and return the results.
 
     ``category_or_dataset``: a ``pgaudit.data.Category`` (its test split is used) or a dataset of
@@ -372,7 +384,7 @@ def run_audit(
     the sanity checks of the standard and full suites (``transfer-not-stronger``; skipped
     without one).
     Inside a ``torch.distributed`` process group the test batches are shared among the workers;
-    rank 0 returns (and writes) the results, the other ranks return ``{}``.
+    rank 0 returns (and writes) the results, the other ranks return None.
     """
     started, t_start = _now(), time.perf_counter()
     out_dir = Path(out_dir)
@@ -401,16 +413,15 @@ def run_audit(
         )  # fmt: skip
         body = _run(audit, suite, out_dir, save_maps, gallery_size, durations)
     if body is None:  # a worker other than rank 0: rank 0 has the results
-        return {}
+        return None
 
     durations["total"] = time.perf_counter() - t_start
-    results = {
-        "schema": SCHEMA,
-        "created": _now(),
-        "model": _model_section(detector, model_info),
-        "data": _data_section(test, image_size, max_images, data_info),
+    results = AuditResults(
+        created=_now(),
+        model=_model_section(detector, model_info),
+        data=_data_section(test, image_size, max_images, data_info),
         **body,
-        "meta": {
+        meta={
             "pgaudit_version": __version__,
             "python": platform.python_version(),
             **_versions(),
@@ -424,7 +435,7 @@ def run_audit(
             "durations": {k: round(v, 3) for k, v in durations.items()},
             "command": command,
         },
-    }
+    )
     write_results(results, out_dir / "results.json")
     return results
 
@@ -437,8 +448,9 @@ def _run(
     gallery_size: int,
     durations: dict[str, float],
 ) -> dict[str, Any] | None:
-    """Clean pass, attacks, metrics, files: the results sections between ``data`` and ``meta``
-    (``None`` on workers other than rank 0, once they have handed over their share)."""
+    """Clean pass, attacks, metrics, files: the :class:`AuditResults` fields between ``data``
+    and ``meta`` (``None`` on workers other than rank 0, once they have handed over their
+    share)."""
     test, headline = audit.test, suite.headline_eps
     if audit.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -469,50 +481,49 @@ def _run(
 
     t0 = time.perf_counter()
     clean_maps = audit.maps(clean.logits) if has_masks else None
-    clean_section = {**audit.section(clean.scores, clean_maps, clean), "threshold": clean.threshold}
+    clean_section = CleanSection(
+        **audit.section(clean.scores, clean_maps, clean), threshold=clean.threshold
+    )
     attacks = []
     for rec in records:
-        entry = rec.spec.to_dict()
         maps = audit.maps(rec.logits) if has_masks else None
-        entry.update(audit.section(rec.scores, maps, clean))
-        entry.update(
-            seconds=round(rec.seconds, 3), budget={"max_linf": rec.max_linf, "max_l2": rec.max_l2}
+        attacks.append(
+            rec.spec.result(
+                **audit.section(rec.scores, maps, clean),
+                seconds=round(rec.seconds, 3),
+                budget={"max_linf": rec.max_linf, "max_l2": rec.max_l2},
+            )  # fmt: skip
         )
-        attacks.append(entry)
         del maps
     head = [r for r in records if _is_headline(r.spec, headline)]
     robust_scores = metrics.worst_case_scores(test.labels, clean.scores, *[r.scores for r in head])
     robust_maps = audit.robust_maps(clean, clean_maps, head) if clean_maps is not None else None
-    robust = {
-        "eps": headline,
-        "eps_label": eps_label(headline),
-        "attack_ids": [r.spec.id for r in head],
+    robust = RobustSection(
         **audit.section(robust_scores, robust_maps, clean),
-        "notes": ROBUST_NOTES,
-    }
+        eps=headline,
+        eps_label=eps_label(headline),
+        attack_ids=tuple(r.spec.id for r in head),
+        notes=ROBUST_NOTES,
+    )
     durations["metrics"] = time.perf_counter() - t0
 
     _write_arrays(out_dir, audit, clean, records, robust_scores, clean_maps, robust_maps, save_maps)
     gallery = _write_gallery(out_dir, audit, clean, records, attacks, keep)
-    suite_section = suite.to_dict()
-    suite_section["attacks"] = [s.to_dict() for s in specs]
-    if skipped:
-        suite_section["skipped"] = skipped
     sanity = [budget_check(records)]
     if suite.name in SANITY_SUITES:
         t0 = time.perf_counter()
         sanity += _sanity_checks(audit, suite, clean_section, attacks, headline)
         durations["sanity"] = time.perf_counter() - t0
     return {
-        "suite": suite_section,
+        "suite": suite.info(specs, skipped),
         "headline_eps": headline,
         "headline_eps_label": eps_label(headline),
         "clean": clean_section,
-        "attacks": attacks,
+        "attacks": tuple(attacks),
         "robust": robust,
-        "sanity": sanity,
+        "sanity": tuple(sanity),
         "adaptive": adaptive_note(audit.detector, _first_image(audit)),
-        "gallery": gallery,
+        "gallery": tuple(gallery),
     }
 
 
@@ -525,19 +536,19 @@ def _first_image(audit: _Audit) -> torch.Tensor:
 def _sanity_checks(
     audit: _Audit,
     suite: Suite,
-    clean_section: dict[str, Any],
-    attacks: list[dict[str, Any]],
+    clean_section: Section,
+    attacks: list[AttackResult],
     headline: float,
-) -> list[dict[str, Any]]:
+) -> list[SanityCheck]:
     """The gradient-masking checklist (pgaudit.attacks.sanity) on a balanced subset of the test images."""
     test = audit.test
     positions = sanity_positions(test.labels, sanity_budget(suite.name).n_images, audit.seed)
     items = [test.dataset[test.indices[int(p)]] for p in positions]
     images = torch.stack([torch.as_tensor(it["image"]) for it in items]).float()
-    summary = {"headline_eps": headline, "clean": clean_section, "attacks": attacks}
     return run_sanity_checks(
-        audit.detector, images, test.labels[positions], summary, surrogate=audit.surrogate,
-        seed=audit.seed, device=audit.device, budget=suite.name,
+        audit.detector, images, test.labels[positions], attacks, clean=clean_section,
+        eps=headline, surrogate=audit.surrogate, seed=audit.seed, device=audit.device,
+        budget=suite.name,
     )  # fmt: skip
 
 
@@ -608,14 +619,11 @@ def _write_arrays(
         np.savez_compressed(out_dir / "maps.npz", **arrays)
 
 
-def budget_check(records: list[AttackRecord]) -> dict[str, Any]:
+def budget_check(records: list[AttackRecord]) -> SanityCheck:
     """Sanity entry: every adversarial image lies in its ε-ball and in [0, 1] (measured)."""
     meaning = "adversarial images stay within the stated budget and the [0, 1] pixel range"
     if not records:
-        return {
-            "name": "perturbation-budget", "status": "skip", "evidence": "no attacks ran",
-            "meaning": meaning,
-        }  # fmt: skip
+        return SanityCheck("perturbation-budget", "skip", "no attacks ran", meaning)
     bad = []
     for r in records:
         measured = r.max_linf if r.spec.norm == "inf" else r.max_l2
@@ -629,12 +637,7 @@ def budget_check(records: list[AttackRecord]) -> dict[str, Any]:
         if bad
         else f"all {len(records)} attacks within budget (largest L-inf use {used:.3f} x eps)"
     )
-    return {
-        "name": "perturbation-budget",
-        "status": "fail" if bad else "pass",
-        "evidence": evidence,
-        "meaning": meaning,
-    }
+    return SanityCheck("perturbation-budget", "fail" if bad else "pass", evidence, meaning)
 
 
 def _write_gallery(
@@ -642,7 +645,7 @@ def _write_gallery(
     audit: _Audit,
     clean: CleanPass,
     records: list[AttackRecord],
-    attacks: list[dict[str, Any]],
+    attacks: list[AttackResult],
     positions: list[int],
 ) -> list[dict[str, Any]]:
     """Gallery PNGs from the strongest localization attack at the headline ε (lowest pixel
@@ -655,8 +658,8 @@ def _write_gallery(
     if not candidates:
         return []
 
-    def value(entry: dict[str, Any], name: str) -> float:
-        v = entry["metrics"][name]["value"]
+    def value(entry: AttackResult, name: str) -> float:
+        v = entry.metrics[name].value
         return float("inf") if v is None else float(v)
 
     local = [c for c in candidates if c[0].spec.objective == "localization"]

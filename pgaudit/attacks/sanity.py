@@ -1,12 +1,12 @@
 """Sanity checks that make an audit's robust numbers trustworthy (Carlini et al. 2019, Athalye et
 al. 2018): the evaluation checklist, run automatically.
 
-Each check returns ``{"name", "status": "pass"|"warn"|"fail"|"skip", "evidence", "meaning"}``
-(``evidence``: the numbers compared; ``skip``: the reason). Two kinds:
+Each check returns a :class:`~pgaudit.results.SanityCheck` (``name``, ``status``: pass, warn,
+fail or skip, ``evidence``: the numbers compared or why it skipped, ``meaning``). Two kinds:
 
-* **pure** checks compare the attack entries already in a results dict (``results["attacks"]``,
-  ``results["clean"]``): ``more-steps-not-weaker``, ``monotone-in-eps``, ``blackbox-not-stronger``,
-  ``fgsm-not-stronger`` and ``convergence`` (when the suite holds a pair of schedules);
+* **pure** checks compare the :class:`~pgaudit.results.AttackResult` entries of an audit (and,
+  for ``monotone-in-eps``, its clean section): ``more-steps-not-weaker``, ``monotone-in-eps``,
+  ``blackbox-not-stronger``, ``fgsm-not-stronger`` and ``convergence`` (when the suite holds a pair of schedules);
 * **extra-run** checks attack a small balanced subset of the test images with the native PGD
   (:func:`pgaudit.attacks.native.pgd`) on the detection objective: ``deterministic-forward``,
   ``gradient-health``, ``unbounded-budget``, ``noise-not-stronger``, ``transfer-not-stronger``
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -36,6 +35,7 @@ from pgaudit.attacks.execute import batch_seed
 from pgaudit.attacks.objectives import detection_objective
 from pgaudit.models.adapters import as_detector
 from pgaudit.models.detector import Detector, attack_mode
+from pgaudit.results import AttackResult, SanityCheck, Section, Status
 
 #: AUROC differences up to this size count as noise in the comparisons.
 TOLERANCE = 0.02
@@ -124,15 +124,13 @@ def sanity_budget(budget: str | SanityBudget) -> SanityBudget:
     return BUDGETS[budget]
 
 
-def make_check(name: str, status: str, evidence: str) -> dict[str, Any]:
+def make_check(name: str, status: Status, evidence: str) -> SanityCheck:
     """One results.json sanity entry (the meaning comes from :data:`MEANINGS`)."""
-    if status not in ("pass", "warn", "fail", "skip"):
-        raise ValueError(f"unknown status {status!r}")
-    return {"name": name, "status": status, "evidence": evidence, "meaning": MEANINGS[name]}
+    return SanityCheck(name, status, evidence, MEANINGS[name])
 
 
 # ------------------------------------------------------------------------------------------------
-# pure checks over the attack entries of a results dict
+# pure checks over the attack entries of an audit
 
 _PRIMARY = {
     "detection": ("image_auroc", "image AUROC"),
@@ -159,36 +157,22 @@ class _Run:
         return self.steps * self.restarts
 
 
-def _metric_value(metrics: dict[str, Any] | None, objective: str) -> float | None:
-    entry = (metrics or {}).get(_PRIMARY[objective][0])
-    value = entry.get("value") if isinstance(entry, dict) else entry
-    return None if value is None else float(value)
+def _metric_value(section: Section | None, objective: str) -> float | None:
+    entry = None if section is None else section.metric(_PRIMARY[objective][0])
+    return None if entry is None or entry.value is None else float(entry.value)
 
 
-def _runs(results: dict[str, Any]) -> list[_Run]:
+def _runs(attacks: Sequence[AttackResult]) -> list[_Run]:
+    """The attacks with a defined primary metric (image AUROC for detection, pixel AUROC for
+    localization)."""
     runs = []
-    for e in results.get("attacks") or []:
-        objective = e.get("objective", "detection")
-        if objective not in _PRIMARY:
-            continue
-        value = _metric_value(e.get("metrics"), objective)
-        if value is None:
-            continue
-        steps, restarts = int(e.get("steps", 1)), int(e.get("restarts", 1))
-        default_id = f"{e['attack']}-{e['norm']}-{e['eps']:.4g}-{steps}x{restarts}-{objective}"
-        runs.append(
-            _Run(
-                id=str(e.get("id") or default_id),
-                attack=str(e["attack"]),
-                library=str(e.get("library", "")),
-                norm=str(e["norm"]),
-                eps=float(e["eps"]),
-                steps=steps,
-                restarts=restarts,
-                objective=objective,
-                value=value,
-            )
-        )
+    for e in attacks:
+        value = _metric_value(e, e.objective) if e.objective in _PRIMARY else None
+        if value is not None:
+            runs.append(
+                _Run(e.id, e.attack, e.library, e.norm, float(e.eps), e.steps, e.restarts,
+                     e.objective, value)
+            )  # fmt: skip
     return runs
 
 
@@ -200,10 +184,12 @@ def _label(objective: str) -> str:
     return _PRIMARY[objective][1]
 
 
-def check_more_steps_not_weaker(results: dict[str, Any], tol: float = TOLERANCE) -> dict[str, Any]:
+def check_more_steps_not_weaker(
+    attacks: Sequence[AttackResult], tol: float = TOLERANCE
+) -> SanityCheck:
     """Fail when a run with at least as many steps and restarts has a higher robust AUROC."""
     name = "more-steps-not-weaker"
-    runs = _runs(results)
+    runs = _runs(attacks)
     pairs = [
         (weak, strong)
         for weak in runs
@@ -232,11 +218,13 @@ def check_more_steps_not_weaker(results: dict[str, Any], tol: float = TOLERANCE)
     return make_check(name, "fail" if rise > tol else "pass", evidence)
 
 
-def check_convergence(results: dict[str, Any], delta: float = CONVERGENCE_DELTA) -> dict[str, Any]:
+def check_convergence(
+    attacks: Sequence[AttackResult], delta: float = CONVERGENCE_DELTA
+) -> SanityCheck:
     """Warn when the strongest schedule still lowers robust AUROC by ``delta`` or more compared
     with one of at most half its steps × restarts (same attack, norm, ε, objective)."""
     name = "convergence"
-    runs = _runs(results)
+    runs = _runs(attacks)
     pairs = []
     for strong in runs:
         group = [r for r in runs if r.attack == strong.attack and _same_budget(r, strong)]
@@ -266,12 +254,13 @@ def check_convergence(results: dict[str, Any], delta: float = CONVERGENCE_DELTA)
     return make_check(name, "warn" if abs(change) >= delta else "pass", evidence)
 
 
-def check_monotone_in_eps(results: dict[str, Any], tol: float = TOLERANCE) -> dict[str, Any]:
-    """Fail when robust AUROC rises with ε within one attack family and objective (the clean
-    metric counts as ε = 0)."""
+def check_monotone_in_eps(
+    attacks: Sequence[AttackResult], clean: Section | None = None, tol: float = TOLERANCE
+) -> SanityCheck:
+    """Fail when robust AUROC rises with ε within one attack family and objective (the
+    ``clean`` metric counts as ε = 0)."""
     name = "monotone-in-eps"
-    runs = _runs(results)
-    clean = (results.get("clean") or {}).get("metrics")
+    runs = _runs(attacks)
     families: dict[tuple, list[tuple[float, str, float]]] = {}
     for r in runs:
         key = (r.attack, r.library, r.norm, r.steps, r.restarts, r.objective)
@@ -279,7 +268,7 @@ def check_monotone_in_eps(results: dict[str, Any], tol: float = TOLERANCE) -> di
     worst: tuple[float, str, str, float, float] | None = None
     compared = 0
     for key, points in families.items():
-        clean_value = _metric_value(clean, key[-1]) if clean else None
+        clean_value = _metric_value(clean, key[-1])
         if clean_value is not None:
             points = [(0.0, "clean", clean_value), *points]
         points.sort()
@@ -303,7 +292,7 @@ def check_monotone_in_eps(results: dict[str, Any], tol: float = TOLERANCE) -> di
 
 def _beats(
     name: str, challengers: list[_Run], references: list[_Run], tol: float, what: str
-) -> dict[str, Any]:
+) -> SanityCheck:
     pairs = []
     for c in challengers:
         refs = [r for r in references if _same_budget(c, r)]
@@ -320,9 +309,11 @@ def _beats(
     return make_check(name, "fail" if lead > tol else "pass", evidence)
 
 
-def check_blackbox_not_stronger(results: dict[str, Any], tol: float = TOLERANCE) -> dict[str, Any]:
+def check_blackbox_not_stronger(
+    attacks: Sequence[AttackResult], tol: float = TOLERANCE
+) -> SanityCheck:
     """Fail when Square reaches a lower robust AUROC than the best PGD/AutoPGD at its budget."""
-    runs = _runs(results)
+    runs = _runs(attacks)
     return _beats(
         "blackbox-not-stronger",
         [r for r in runs if r.attack == "square"],
@@ -333,9 +324,9 @@ def check_blackbox_not_stronger(results: dict[str, Any], tol: float = TOLERANCE)
     )
 
 
-def check_fgsm_not_stronger(results: dict[str, Any], tol: float = TOLERANCE) -> dict[str, Any]:
+def check_fgsm_not_stronger(attacks: Sequence[AttackResult], tol: float = TOLERANCE) -> SanityCheck:
     """Fail when FGSM reaches a lower robust AUROC than the best PGD at its budget."""
-    runs = _runs(results)
+    runs = _runs(attacks)
     return _beats(
         "fgsm-not-stronger",
         [r for r in runs if r.attack == "fgsm"],
@@ -518,7 +509,7 @@ def forward_is_deterministic(
 
 def check_deterministic_forward(
     detector: Detector, images: Tensor, *, repeats: int = 3, eot_draws: int = DEFAULT_EOT_DRAWS
-) -> dict[str, Any]:
+) -> SanityCheck:
     """Pass when repeated forwards agree; warn when they do not but ``detector`` is an
     :class:`EOTDetector` (attacks averaged draws); fail when they do not and attacks did not."""
     name = "deterministic-forward"
@@ -554,7 +545,7 @@ def check_gradient_health(
     steps: int = 10,
     seed: int = 0,
     trace: PGDTrace | None = None,
-) -> dict[str, Any]:
+) -> SanityCheck:
     """Fail on NaN/inf input gradients or when half the images get zero gradients at every step;
     warn when some images do, or when the objective does not rise over the PGD steps."""
     name = "gradient-health"
@@ -577,7 +568,7 @@ def check_gradient_health(
     return make_check(name, status, evidence)
 
 
-def _undefined(name: str, *values: float | str) -> dict[str, Any] | None:
+def _undefined(name: str, *values: float | str) -> SanityCheck | None:
     """A skip entry naming the first undefined AUROC among ``values``, or None if all are set."""
     reasons = [v for v in values if isinstance(v, str)]
     return make_check(name, "skip", reasons[0]) if reasons else None
@@ -592,7 +583,7 @@ def check_unbounded_budget(
     eps: float = UNBOUNDED_EPS,
     seed: int = 0,
     batch_size: int = 16,
-) -> dict[str, Any]:
+) -> SanityCheck:
     """PGD on the detection objective with ε = 1 (no random start, so a blind attack stays put):
     pass at image AUROC ≤ 0.1, warn ≤ 0.5, fail above."""
     name = "unbounded-budget"
@@ -655,7 +646,7 @@ def check_noise_not_stronger(
     tol: float = TOLERANCE,
     trace: PGDTrace | None = None,
     batch_size: int = 16,
-) -> dict[str, Any]:
+) -> SanityCheck:
     """Fail when the worst of ``draws`` uniform L∞ perturbations per image (highest score for
     normal images, lowest for anomalous) gives a lower image AUROC than PGD at the same ε."""
     from pgaudit.metrics import worst_case_scores
@@ -686,7 +677,7 @@ def check_transfer_not_stronger(
     tol: float = TOLERANCE,
     trace: PGDTrace | None = None,
     batch_size: int = 16,
-) -> dict[str, Any]:
+) -> SanityCheck:
     """Fail when PGD images crafted on ``surrogate`` give the detector a lower image AUROC than
     white-box PGD on the detector itself (same ε and steps)."""
     name = "transfer-not-stronger"
@@ -730,7 +721,7 @@ def _not_stronger_than_reference(
     eps: float,
     n_images: int,
     tol: float,
-) -> dict[str, Any]:
+) -> SanityCheck:
     """Fail when ``value`` (image AUROC under ``what``) is below white-box PGD's by over ``tol``."""
     ref, ref_name = reference
     skip = _undefined(name, value, ref)
@@ -756,7 +747,7 @@ def check_convergence_by_rerun(
     delta: float = CONVERGENCE_DELTA,
     trace: PGDTrace | None = None,
     batch_size: int = 16,
-) -> dict[str, Any]:
+) -> SanityCheck:
     """Warn when native PGD with ``2 · steps`` changes image AUROC by ``delta`` or more compared
     with ``steps`` (for suites that lack such a pair)."""
     name = "convergence"
@@ -796,20 +787,22 @@ def run_sanity_checks(
     detector: Detector,
     images: Tensor,
     labels: Tensor | Sequence[int] | np.ndarray,
-    results: dict[str, Any],
+    attacks: Sequence[AttackResult],
     *,
+    clean: Section | None = None,
+    eps: float = 8 / 255,
     surrogate: Detector | None = None,
     seed: int = 0,
     device: str | torch.device = "cpu",
     budget: str | SanityBudget = "standard",
-) -> list[dict[str, Any]]:
+) -> list[SanityCheck]:
     """All sanity checks for one audit, in report order.
 
     ``images`` ``[N, 3, S, S]`` / ``labels`` ``[N]``: test images (any number; a balanced subset
     of at most ``budget.n_images`` is attacked; the extra runs use the detection objective).
     ``surrogate``: a smooth stand-in detector for the transfer check (skipped without one).
-    ``results``: needs ``attacks``,
-    ``clean`` and ``headline_eps`` (a partial results dict is fine). Call with the detector in
+    ``attacks`` / ``clean``: the audit's entries, for the pure checks; ``eps``: the headline
+    budget of the extra runs. Call with the detector in
     the mode it is audited in (eval); both detectors are put in :func:`attack_mode` here (eval,
     no parameter gradients) and restored afterwards.
     When the forward pass is random and ``detector`` is not an :class:`EOTDetector`, the extra
@@ -817,7 +810,7 @@ def run_sanity_checks(
     """
     cfg = sanity_budget(budget)
     device = torch.device(device)
-    eps = float(results.get("headline_eps") or 8 / 255)
+    eps = float(eps)
     y_all = torch.as_tensor(np.asarray(labels)).long().reshape(-1)
     pos = torch.from_numpy(sanity_positions(y_all.numpy(), cfg.n_images, seed))
     x = images[pos].to(device=device, dtype=torch.float32)
@@ -825,13 +818,13 @@ def run_sanity_checks(
 
     detector = as_detector(detector)
     surrogate = None if surrogate is None else as_detector(surrogate)
-    checks: dict[str, dict[str, Any]] = {}
+    checks: dict[str, SanityCheck] = {}
     with attack_mode(detector), attack_mode(surrogate):
         checks["deterministic-forward"] = check_deterministic_forward(
             detector, x, eot_draws=cfg.eot_draws
         )
         target = detector
-        if checks["deterministic-forward"]["status"] == "fail":
+        if checks["deterministic-forward"].status == "fail":
             target = EOTDetector(detector, cfg.eot_draws)
         common = {"seed": seed, "batch_size": cfg.batch_size}
         trace = trace_pgd(target, x, y, eps=eps, steps=cfg.pgd_steps, **common)
@@ -839,18 +832,18 @@ def run_sanity_checks(
         checks["unbounded-budget"] = check_unbounded_budget(
             target, x, y, steps=cfg.unbounded_steps, **common
         )
-        checks["more-steps-not-weaker"] = check_more_steps_not_weaker(results)
-        checks["convergence"] = check_convergence(results)
-        if checks["convergence"]["status"] == "skip":
+        checks["more-steps-not-weaker"] = check_more_steps_not_weaker(attacks)
+        checks["convergence"] = check_convergence(attacks)
+        if checks["convergence"].status == "skip":
             checks["convergence"] = check_convergence_by_rerun(
                 target, x, y, eps=eps, trace=trace, **common
             )
-        checks["monotone-in-eps"] = check_monotone_in_eps(results)
-        checks["fgsm-not-stronger"] = check_fgsm_not_stronger(results)
+        checks["monotone-in-eps"] = check_monotone_in_eps(attacks, clean)
+        checks["fgsm-not-stronger"] = check_fgsm_not_stronger(attacks)
         checks["noise-not-stronger"] = check_noise_not_stronger(
             target, x, y, eps=eps, draws=cfg.noise_draws, trace=trace, **common
         )
-        checks["blackbox-not-stronger"] = check_blackbox_not_stronger(results)
+        checks["blackbox-not-stronger"] = check_blackbox_not_stronger(attacks)
         checks["transfer-not-stronger"] = check_transfer_not_stronger(
             target, surrogate, x, y, eps=eps, steps=cfg.pgd_steps, trace=trace, **common
         )

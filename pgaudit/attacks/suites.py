@@ -10,6 +10,7 @@ from typing import Any
 
 from pgaudit.attacks.eps import default_step_size, eps_label, eps_slug
 from pgaudit.errors import PgauditError
+from pgaudit.results import AttackResult, AttackSettings, SuiteInfo
 
 SUITES: tuple[str, ...] = ("quick", "standard", "full")
 ATTACKS: tuple[str, ...] = ("fgsm", "pgd", "apgd", "square")
@@ -90,22 +91,26 @@ class AttackSpec:
             return 2 * self.eps  # AutoPGD's initial step, adapted per image
         return None
 
-    def to_dict(self) -> dict[str, Any]:
+    def settings(self) -> AttackSettings:
         """The spec as stored in results.json (``suite.attacks`` and each ``attacks[]`` entry)."""
+        return AttackSettings(**self._recorded())
+
+    def _recorded(self) -> dict[str, Any]:
         return {
-            "id": self.id,
-            "attack": self.attack,
-            "library": self.library,
-            "norm": self.norm,
-            "eps": self.eps,
-            "eps_label": self.eps_label,
-            "steps": self.steps,
-            "step_size": self.effective_step_size,
-            "restarts": self.restarts,
-            "random_init": self.random_init,
-            "objective": self.objective,
-            "notes": self.notes,
-        }
+            "id": self.id, "attack": self.attack, "library": self.library, "norm": self.norm,
+            "eps": self.eps, "eps_label": self.eps_label, "steps": self.steps,
+            "step_size": self.effective_step_size, "restarts": self.restarts,
+            "random_init": self.random_init, "objective": self.objective, "notes": self.notes,
+        }  # fmt: skip
+
+    def result(self, **measured: Any) -> AttackResult:
+        """Its ``attacks[]`` entry: the settings plus ``metrics``, ``operating_point``,
+        ``seconds`` and ``budget``."""
+        return AttackResult(**self._recorded(), **measured)
+
+    def to_dict(self) -> dict[str, Any]:
+        """``settings()`` as JSON."""
+        return self.settings().to_json()
 
 
 @dataclass
@@ -118,14 +123,22 @@ class Suite:
     headline_eps: float = HEADLINE_EPS
     overrides: dict[str, Any] = field(default_factory=dict)
 
+    def info(
+        self,
+        attacks: list[AttackSpec] | None = None,
+        skipped: list[dict[str, Any]] | None = None,
+    ) -> SuiteInfo:
+        """As stored in results.json: name, description, overrides, the attack specs that ran
+        (default: all) and those ``skipped``."""
+        return SuiteInfo(
+            self.name, self.description,
+            tuple(a.settings() for a in (self.attacks if attacks is None else attacks)),
+            dict(self.overrides), tuple(skipped) if skipped else None,
+        )  # fmt: skip
+
     def to_dict(self) -> dict[str, Any]:
-        """As stored in results.json: name, description, overrides, the attack specs."""
-        return {
-            "name": self.name,
-            "description": self.description,
-            "overrides": dict(self.overrides),
-            "attacks": [a.to_dict() for a in self.attacks],
-        }
+        """``info()`` as JSON."""
+        return self.info().to_json()
 
 
 def _both(spec: AttackSpec) -> list[AttackSpec]:

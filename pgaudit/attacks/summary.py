@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from rich import box
 from rich.table import Table
+
+from pgaudit.results import AuditResults, MetricValue, Section
 
 #: (results key, column title); the caption explains the short titles.
 _METRICS = (("image_auroc", "img"), ("pixel_auroc", "pix"), ("aupro", "AUPRO"))
@@ -16,16 +16,14 @@ CAPTION = (
 )
 
 
-def _fmt(entry: dict[str, Any] | None) -> str:
-    if not entry or entry.get("value") is None:
-        return "—"
-    return f"{entry['value']:.3f}"
+def _fmt(entry: MetricValue | None) -> str:
+    return "—" if entry is None or entry.value is None else f"{entry.value:.3f}"
 
 
-def results_table(results: dict[str, Any]) -> Table:
+def results_table(results: AuditResults) -> Table:
     """Clean, every attack and the robust (worst-case) row, with AUROCs and operating point."""
     table = Table(
-        title=f"pgaudit attack — suite {results['suite']['name']}",
+        title=f"pgaudit attack — suite {results.suite.name}",
         caption=CAPTION,
         box=box.SIMPLE_HEAD,
         pad_edge=False,
@@ -36,23 +34,18 @@ def results_table(results: dict[str, Any]) -> Table:
     for _, title in (*_METRICS, *_OPERATING, (None, "s")):
         table.add_column(title, justify="right", no_wrap=True)
 
-    def row(
-        name: str, lib: str, section: dict[str, Any], seconds: str = "", style: str = ""
-    ) -> None:
-        metrics = section.get("metrics", {})
-        op = section.get("operating_point", {})
+    def row(name: str, lib: str, section: Section, seconds: str = "", style: str = "") -> None:
         table.add_row(
             name,
             lib,
-            *(_fmt(metrics.get(key)) for key, _ in _METRICS),
-            *(_fmt(op.get(key)) for key, _ in _OPERATING),
+            *(_fmt(section.metric(key)) for key, _ in _METRICS),
+            *(_fmt(section.operating_point.get(key)) for key, _ in _OPERATING),
             seconds,
             style=style,
         )
 
-    row("clean", "", results["clean"])
-    for entry in results["attacks"]:
-        row(entry["id"], entry["library"], entry, f"{entry['seconds']:.1f}")
-    robust = results["robust"]
-    row(f"robust @ {robust['eps_label']}", "", robust, style="bold")
+    row("clean", "", results.clean)
+    for entry in results.attacks:
+        row(entry.id, entry.library, entry, f"{entry.seconds or 0.0:.1f}")
+    row(f"robust @ {results.robust.eps_label}", "", results.robust, style="bold")
     return table

@@ -28,7 +28,7 @@ from pgaudit.report.view import (
     cell,
     redact_paths,
 )
-from pgaudit.results import load_results
+from pgaudit.results import AuditResults, read_results
 
 TEMPLATE = "report.html.j2"
 STYLESHEET = "report.css"
@@ -78,17 +78,15 @@ def build_html(
     gate_criteria: GateCriteria | Mapping[str, Any] | None = None,
 ) -> str:
     """The report as an HTML string (see :func:`render_report`)."""
-    loaded = []
+    loaded: list[tuple[Path, AuditResults, AuditResults]] = []
     for audit_dir, results_path in _audit_paths(audits):
-        raw = load_results(results_path)
-        loaded.append((audit_dir, raw, raw if include_paths else redact_paths(raw)))
+        raw = read_results(results_path)
+        shown = raw
+        if not include_paths:
+            shown = AuditResults.from_json(redact_paths(raw.to_json()), str(results_path))
+        loaded.append((audit_dir, raw, shown))
 
-    libraries = {
-        str(a.get("library"))
-        for _, raw, _ in loaded
-        for a in raw.get("attacks") or []
-        if isinstance(a, Mapping) and a.get("library")
-    }
+    libraries = {a.library for _, raw, _ in loaded for a in raw.attacks if a.library}
     with_library = len(libraries) > 1
     notes = Notes()
     views: list[AuditView] = [
@@ -162,7 +160,7 @@ def render_report(
     first is the primary one. ``include_paths`` shows absolute local paths (hidden by default:
     only base names appear). ``gate_criteria`` (a :class:`pgaudit.gate.GateCriteria` or a table
     as in pgaudit.toml ``[gate]``) gives the pass/fail verdict via
-    :func:`pgaudit.gate.evaluate_gate`; without it, the ``gate`` block recorded in results.json,
+    :func:`pgaudit.gate.evaluate_gate`; without it, the ``gate`` table recorded in results.json,
     if any; else the report shows no verdict.
     Returns the path written.
     """

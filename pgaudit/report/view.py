@@ -1,4 +1,5 @@
-"""results.json → the plain view model the HTML template renders (formatting, redaction, charts).
+"""An :class:`~pgaudit.results.AuditResults` → the plain view model the HTML template renders
+(formatting, redaction, charts).
 
 Everything here is pure data shaping: the template only loops and prints. Text is left raw
 (the template autoescapes it); only the SVG charts are markup, escaped by :mod:`.svg`.
@@ -16,9 +17,10 @@ from typing import Any
 from markupsafe import Markup
 
 from pgaudit.errors import PgauditError
-from pgaudit.gate import evaluate_gate
+from pgaudit.gate import GateCriteria, evaluate_gate
 from pgaudit.report import svg
 from pgaudit.report.images import Thumbnail, thumbnail
+from pgaudit.results import AttackSettings, AuditResults, MetricValue, Section
 
 METRIC_LABELS = {
     "image_auroc": "Image AUROC",
@@ -137,47 +139,21 @@ class Cell:
         return self.value is None
 
 
-def cell(entry: Any, notes: Notes, percent: bool = False) -> Cell:
-    """Format one MetricEntry (``{"value", "ci", "reason"}``); a bare number is accepted too."""
-    if isinstance(entry, Mapping):
-        value, ci, reason = _num(entry.get("value")), entry.get("ci"), entry.get("reason")
-    else:
-        value, ci, reason = _num(entry), None, None
-    if value is None:
-        why = str(reason) if reason else "not computed for this audit"
+def cell(entry: MetricValue | None, notes: Notes, percent: bool = False) -> Cell:
+    """Format one metric (``n/a`` with its reason as a footnote when undefined or missing)."""
+    if entry is None or entry.value is None:
+        why = entry.reason if entry is not None and entry.reason else "not computed for this audit"
         return Cell("n/a", None, None, why, notes.add(why))
 
     def f(v: float) -> str:
         return f"{100 * v:.1f} %" if percent else f"{v:.3f}"
 
-    ci_text = None
-    if isinstance(ci, list | tuple) and len(ci) == 2 and all(_num(c) is not None for c in ci):
-        ci_text = f"[{f(float(ci[0]))}, {f(float(ci[1]))}]"
-    return Cell(f(value), value, ci_text)
-
-
-def _ci_tuple(entry: Any) -> tuple[float, float] | None:
-    ci = entry.get("ci") if isinstance(entry, Mapping) else None
-    if isinstance(ci, list | tuple) and len(ci) == 2 and all(_num(c) is not None for c in ci):
-        return float(ci[0]), float(ci[1])
-    return None
-
-
-def _value(entry: Any) -> float | None:
-    return _num(entry.get("value")) if isinstance(entry, Mapping) else _num(entry)
-
-
-def _metrics(block: Any) -> Mapping[str, Any]:
-    m = block.get("metrics") if isinstance(block, Mapping) else None
-    return m if isinstance(m, Mapping) else {}
+    ci_text = f"[{f(entry.ci[0])}, {f(entry.ci[1])}]" if entry.ci is not None else None
+    return Cell(f(entry.value), entry.value, ci_text)
 
 
 def _dict(x: Any) -> Mapping[str, Any]:
     return x if isinstance(x, Mapping) else {}
-
-
-def _list(x: Any) -> list[Any]:
-    return list(x) if isinstance(x, list | tuple) else []
 
 
 def norm_label(norm: Any) -> str:
@@ -209,7 +185,7 @@ class GateCheck:
     value: Cell
     op: str
     threshold: str
-    passed: bool | None
+    passed: bool
     note: str = ""
 
 
@@ -222,88 +198,56 @@ class GateView:
 
     @property
     def n_failed(self) -> int:
-        return sum(1 for c in self.checks if c.passed is False)
+        return sum(1 for c in self.checks if not c.passed)
 
 
-_OUTCOME_KEYS = ("passed", "checks", "status", "verdict")
-
-
-def _get(obj: Any, *names: str) -> Any:
-    for n in names:
-        if isinstance(obj, Mapping) and n in obj:
-            return obj[n]
-        if not isinstance(obj, Mapping) and hasattr(obj, n):
-            return getattr(obj, n)
-    return None
-
-
-def _as_bool(x: Any) -> bool | None:
-    if isinstance(x, bool):
-        return x
-    if isinstance(x, str) and x.lower() in ("pass", "passed", "ok", "fail", "failed"):
-        return x.lower() in ("pass", "passed", "ok")
-    return None
-
-
-def _has_threshold(criteria: Any) -> bool:
+def _has_threshold(criteria: GateCriteria | Mapping[str, Any] | None) -> bool:
     """Whether a ``[gate]`` table or ``GateCriteria`` sets at least one threshold."""
+    if isinstance(criteria, GateCriteria):
+        return criteria.min_robust_auroc is not None or criteria.min_clean_auroc is not None
     return criteria is not None and any(
-        _get(criteria, k) is not None for k in ("min_robust_auroc", "min_clean_auroc")
+        criteria.get(k) is not None for k in ("min_robust_auroc", "min_clean_auroc")
     )
 
 
-def gate_view(results: Mapping[str, Any], criteria: Any, notes: Notes) -> GateView:
+def gate_view(
+    results: AuditResults, criteria: GateCriteria | Mapping[str, Any] | None, notes: Notes
+) -> GateView:
     """The verdict of :func:`pgaudit.gate.evaluate_gate` for ``criteria`` (a ``[gate]`` table or
-    ``GateCriteria``); without them, the ``gate`` block of results.json (its thresholds are
-    re-evaluated; a recorded outcome is shown as is); else no verdict."""
-    recorded = results.get("gate")
+    ``GateCriteria``); without them, for the ``gate`` table of results.json; else no verdict."""
     if _has_threshold(criteria):
         source = "pgaudit.toml [gate] or the caller"
-    elif isinstance(recorded, Mapping) and recorded:
+    elif results.gate is not None:
         source = "results.json"
-        table = recorded.get("criteria")
-        if isinstance(table, Mapping):
-            criteria = table
-        elif not any(k in recorded for k in _OUTCOME_KEYS) and "criteria" not in recorded:
-            criteria = recorded
-        else:
-            return _outcome_view(recorded, source, notes)
+        try:
+            criteria = GateCriteria.from_mapping(results.gate)
+        except PgauditError as exc:
+            return GateView("fail", source, error=f"results.json {exc}")
         if not _has_threshold(criteria):
             return GateView("none", "no gate thresholds set")
     else:
         return GateView("none", "no gate thresholds set")
+    assert criteria is not None
     try:
         outcome = evaluate_gate(results, criteria)
     except PgauditError as exc:
         return GateView("fail", source, error=str(exc))
-    return _outcome_view(outcome, source, notes)
-
-
-def _outcome_view(outcome: Any, source: str, notes: Notes) -> GateView:
-    """A GateOutcome (or its recorded dict form) → GateView."""
-    checks: list[GateCheck] = []
-    for c in _list(_get(outcome, "criteria", "checks")):
-        metric = str(_get(c, "metric") or "")
-        entry = {"value": _get(c, "value"), "reason": _get(c, "reason") or "not recorded"}
-        label = str(_get(c, "name", "label") or metric or "criterion")
+    checks = []
+    for c in outcome.criteria:
+        label = c.name
         for k, v in METRIC_LABELS.items():
             label = label.replace(k, v)
-        op = str(_get(c, "op") or ">=").replace(">=", "≥").replace("<=", "≤")
-        t = _num(_get(c, "threshold"))
         checks.append(
             GateCheck(
                 label=label,
-                value=cell(entry, notes),
-                op=op,
-                threshold=f"{t:.3f}" if t is not None else "—",
-                passed=_as_bool(_get(c, "passed", "status")),
-                note=str(_get(c, "message") or ""),
+                value=cell(MetricValue(c.value), notes),
+                op=c.op.replace(">=", "≥").replace("<=", "≤"),
+                threshold=f"{c.threshold:.3f}",
+                passed=c.passed,
+                note=c.message,
             )
         )
-    passed = _as_bool(_get(outcome, "passed", "status", "verdict"))
-    if passed is None:
-        passed = bool(checks) and all(c.passed is True for c in checks)
-    return GateView("pass" if passed else "fail", source, checks)
+    return GateView("pass" if outcome.passed else "fail", source, checks)
 
 
 # ----------------------------------------------------------------------------- audit view
@@ -330,22 +274,21 @@ class AuditView:
     gallery: list[dict[str, Any]]
     gallery_omitted: int
     sanity: list[dict[str, Any]]
+    adaptive: list[tuple[str, str]]
     meta: list[tuple[str, str]]
     command: str
     warnings: list[str]
 
 
-def variant_label(run: Mapping[str, Any], with_library: bool = False) -> str:
+def variant_label(run: AttackSettings, with_library: bool = False) -> str:
     """``PGD-10``, ``APGD-100 ×5``, ``FGSM (art)`` …"""
-    name = str(run.get("attack") or "attack").upper()
-    steps = _num(run.get("steps"))
-    if steps is not None and steps > 1:
-        name += f"-{int(steps)}"
-    restarts = _num(run.get("restarts"))
-    if restarts is not None and restarts > 1:
-        name += f" ×{int(restarts)}"
-    if with_library and run.get("library"):
-        name += f" ({run['library']})"
+    name = (run.attack or "attack").upper()
+    if run.steps > 1:
+        name += f"-{run.steps}"
+    if run.restarts > 1:
+        name += f" ×{run.restarts}"
+    if with_library and run.library:
+        name += f" ({run.library})"
     return name
 
 
@@ -357,91 +300,77 @@ def _delta(clean: Cell, robust: Cell) -> dict[str, str]:
     return {"text": f"{d:+.3f}".replace("-", "−"), "cls": cls}
 
 
-def _rate(entry: Any) -> float | None:
-    v = _value(entry)
+def _rate(entry: MetricValue | None) -> float | None:
+    v = None if entry is None else entry.value
     return None if v is None else min(max(v, 0.0), 1.0)
 
 
+def _op_row(
+    label: str, objective: str, eps: str, section: Section, notes: Notes, cls: str
+) -> dict[str, Any]:
+    """One row of the operating-point table."""
+    miss, fa = (section.operating_point.get(k) for k in ("miss_rate", "false_alarm_rate"))
+    return {
+        "label": label, "objective": objective, "eps": eps,
+        "miss": cell(miss, notes, percent=True), "miss_bar": _rate(miss),
+        "fa": cell(fa, notes, percent=True), "fa_bar": _rate(fa), "cls": cls,
+    }  # fmt: skip
+
+
+def _short(fp: str) -> str:
+    return (fp[:19] + "…") if len(fp) > 20 else (fp or "—")
+
+
 def build_audit(
-    results: Mapping[str, Any],
-    shown: Mapping[str, Any],
+    results: AuditResults,
+    shown: AuditResults,
     audit_dir: Path,
     key: str,
     notes: Notes,
     *,
     include_paths: bool,
-    gate_criteria: Any,
+    gate_criteria: GateCriteria | Mapping[str, Any] | None,
     with_library: bool,
 ) -> AuditView:
     """One audit's view: text comes from ``shown`` (``results`` with paths redacted unless
     ``include_paths``); gallery files are read via the raw ``results``."""
-    model, data, suite, meta = (_dict(shown.get(k)) for k in ("model", "data", "suite", "meta"))
-    clean, robust = _dict(shown.get("clean")), _dict(shown.get("robust"))
+    model, data, meta = shown.model, shown.data, shown.meta
+    clean, robust = shown.clean, shown.robust
     warnings: list[str] = []
 
     headline = []
     for m in TABLE_METRICS:
-        if m not in _metrics(clean) and m not in _metrics(robust):
+        if m not in clean.metrics and m not in robust.metrics:
             continue
-        c, r = cell(_metrics(clean).get(m), notes), cell(_metrics(robust).get(m), notes)
+        c, r = cell(clean.metric(m), notes), cell(robust.metric(m), notes)
         headline.append(
             {"metric": METRIC_LABELS[m], "key": m, "clean": c, "robust": r,
              "delta": _delta(c, r), "primary": m in HEADLINE_METRICS}
         )  # fmt: skip
 
-    runs = sorted(
-        (_dict(a) for a in _list(shown.get("attacks"))),
-        key=lambda a: (str(a.get("objective")), str(a.get("attack")), _num(a.get("eps")) or 0.0),
-    )
-    attacks, op_rows = [], []
-    clean_op = _dict(clean.get("operating_point"))
-    op_rows.append(
-        {"label": "Clean (no attack)", "objective": "—", "eps": "0",
-         "miss": cell(clean_op.get("miss_rate"), notes, percent=True),
-         "miss_bar": _rate(clean_op.get("miss_rate")),
-         "fa": cell(clean_op.get("false_alarm_rate"), notes, percent=True),
-         "fa_bar": _rate(clean_op.get("false_alarm_rate")), "cls": "clean"}
-    )  # fmt: skip
+    runs = sorted(shown.attacks, key=lambda a: (a.objective, a.attack, a.eps))
+    attacks = []
+    op_rows = [_op_row("Clean (no attack)", "—", "0", clean, notes, "clean")]
     for a in runs:
-        op = _dict(a.get("operating_point"))
+        name, eps = variant_label(a, with_library), fmt_eps(a.eps, a.eps_label)
         attacks.append(
-            {"id": str(a.get("id") or "—"), "name": variant_label(a, with_library),
-             "library": str(a.get("library") or "—"), "norm": norm_label(a.get("norm")),
-             "eps": fmt_eps(a.get("eps"), a.get("eps_label")), "steps": fmt_number(a.get("steps")),
-             "step_size": fmt_number(a.get("step_size")),
-             "restarts": fmt_number(a.get("restarts")),
-             "objective": str(a.get("objective") or "—"),
-             "metrics": [cell(_metrics(a).get(m), notes) for m in TABLE_METRICS],
-             "miss": cell(op.get("miss_rate"), notes, percent=True),
-             "fa": cell(op.get("false_alarm_rate"), notes, percent=True),
-             "seconds": fmt_seconds(a.get("seconds")), "notes": str(a.get("notes") or "")}
+            {"id": a.id or "—", "name": name, "library": a.library or "—",
+             "norm": norm_label(a.norm), "eps": eps, "steps": fmt_number(a.steps),
+             "step_size": fmt_number(a.step_size), "restarts": fmt_number(a.restarts),
+             "objective": a.objective or "—",
+             "metrics": [cell(a.metric(m), notes) for m in TABLE_METRICS],
+             "miss": cell(a.operating_point.get("miss_rate"), notes, percent=True),
+             "fa": cell(a.operating_point.get("false_alarm_rate"), notes, percent=True),
+             "seconds": fmt_seconds(a.seconds), "notes": a.notes or ""}
         )  # fmt: skip
-        op_rows.append(
-            {"label": variant_label(a, with_library), "objective": str(a.get("objective") or "—"),
-             "eps": fmt_eps(a.get("eps"), a.get("eps_label")),
-             "miss": cell(op.get("miss_rate"), notes, percent=True),
-             "miss_bar": _rate(op.get("miss_rate")),
-             "fa": cell(op.get("false_alarm_rate"), notes, percent=True),
-             "fa_bar": _rate(op.get("false_alarm_rate")), "cls": ""}
-        )  # fmt: skip
-    robust_op = _dict(robust.get("operating_point"))
-    if robust_op:
-        op_rows.append(
-            {"label": "Worst case", "objective": "any",
-             "eps": fmt_eps(robust.get("eps"), robust.get("eps_label")),
-             "miss": cell(robust_op.get("miss_rate"), notes, percent=True),
-             "miss_bar": _rate(robust_op.get("miss_rate")),
-             "fa": cell(robust_op.get("false_alarm_rate"), notes, percent=True),
-             "fa_bar": _rate(robust_op.get("false_alarm_rate")), "cls": "worst"}
-        )  # fmt: skip
-    thr = _num(clean.get("threshold"))
+        op_rows.append(_op_row(name, a.objective or "—", eps, a, notes, ""))
+    if robust.operating_point:
+        eps = fmt_eps(robust.eps, robust.eps_label)
+        op_rows.append(_op_row("Worst case", "any", eps, robust, notes, "worst"))
 
     # gallery: names from the redacted copy, files from the raw results
-    raw_gallery = _list(results.get("gallery"))
-    shown_gallery = _list(shown.get("gallery"))
     gallery = []
-    for raw, disp in zip(raw_gallery[:MAX_GALLERY_ROWS], shown_gallery, strict=False):
-        raw, disp = _dict(raw), _dict(disp)
+    for raw, disp in zip(results.gallery[:MAX_GALLERY_ROWS], shown.gallery, strict=False):
         thumbs: list[dict[str, Any]] = []
         for fld, caption in GALLERY_FIELDS:
             rel = raw.get(fld)
@@ -456,17 +385,11 @@ def build_audit(
              "attack_id": str(disp.get("attack_id") or ""), "thumbs": thumbs}
         )  # fmt: skip
 
-    sanity: list[dict[str, Any]] = []
-    for s in _list(shown.get("sanity")):
-        s = _dict(s)
-        status = str(s.get("status") or "skip").lower()
-        sanity.append(
-            {"name": str(s.get("name") or "check"),
-             "status": status if status in ("pass", "warn", "fail", "skip") else "skip",
-             "evidence": str(s.get("evidence") or ""), "meaning": str(s.get("meaning") or "")}
-        )  # fmt: skip
     severity = {"fail": 0, "warn": 1, "pass": 2, "skip": 3}
-    sanity.sort(key=lambda s: severity[s["status"]])
+    sanity = [
+        {"name": s.name, "status": s.status, "evidence": s.evidence, "meaning": s.meaning}
+        for s in sorted(shown.sanity, key=lambda s: severity[s.status])
+    ]
 
     fp = str(model.get("fingerprint") or "")
     model_view = {
@@ -475,7 +398,7 @@ def build_audit(
         "preset": str(model.get("preset") or "—"),
         "spec": str(model.get("spec") or "—"),
         "fingerprint": fp or "—",
-        "fingerprint_short": (fp[:19] + "…") if len(fp) > 20 else (fp or "—"),
+        "fingerprint_short": _short(fp),
         "config": flatten(model.get("config")),
         "training": flatten(model.get("training")),
     }
@@ -488,11 +411,11 @@ def build_audit(
             {k: v for k, v in data.items() if k not in skip})],
         "defect_types": defect_types,
         "fingerprint": dfp or "—",
-        "fingerprint_short": (dfp[:19] + "…") if len(dfp) > 20 else (dfp or "—"),
+        "fingerprint_short": _short(dfp),
     }  # fmt: skip
     suite_view = {
-        "name": str(suite.get("name") or "—"),
-        "description": str(suite.get("description") or ""),
+        "name": shown.suite.name or "—",
+        "description": shown.suite.description,
         "n_attacks": len(runs),
     }
     meta_rows = [
@@ -500,25 +423,27 @@ def build_audit(
          fmt_seconds(meta.get(k)) if k == "seconds" else v)
         for k, v in flatten({k: v for k, v in meta.items() if k != "command"})
     ]  # fmt: skip
+    thr = results.clean.threshold
     name = model_view["name"]
     return AuditView(
         key=key,
         label=name,
         dir_label=str(audit_dir.resolve()) if include_paths else audit_dir.resolve().name,
-        created=str(shown.get("created") or meta.get("started") or ""),
+        created=str(shown.created or meta.get("started") or ""),
         model=model_view,
         data=data_view,
         suite=suite_view,
-        headline_eps=fmt_eps(shown.get("headline_eps"), shown.get("headline_eps_label")),
-        robust_attacks=[str(x) for x in _list(robust.get("attack_ids"))],
+        headline_eps=fmt_eps(shown.headline_eps, shown.headline_eps_label),
+        robust_attacks=list(robust.attack_ids),
         headline=headline,
         gate=gate_view(results, gate_criteria, notes),
         attacks=attacks,
         threshold=f"{thr:.4g}" if thr is not None else "n/a",
         operating_point=op_rows,
         gallery=gallery,
-        gallery_omitted=max(len(raw_gallery) - MAX_GALLERY_ROWS, 0),
+        gallery_omitted=max(len(results.gallery) - MAX_GALLERY_ROWS, 0),
         sanity=sanity,
+        adaptive=[(k.replace("_", " ").capitalize(), v) for k, v in flatten(shown.adaptive)],
         meta=meta_rows,
         command=str(meta.get("command") or ""),
         warnings=warnings,
@@ -536,23 +461,19 @@ class ChartGroup:
 
 
 def build_charts(
-    audits: Sequence[tuple[AuditView, Mapping[str, Any]]], with_library: bool
+    audits: Sequence[tuple[AuditView, AuditResults]], with_library: bool
 ) -> list[ChartGroup]:
     """Metric-vs-ε charts: one group per (norm, objective), one chart per metric, one curve per
     attack variant (and per model when comparing); ε = 0 is the clean value."""
     compare = len(audits) > 1
-    shown = list(audits)
     keys: list[tuple[str, str]] = []
     variants: list[str] = []
-    for _, res in shown:
-        for a in _list(res.get("attacks")):
-            a = _dict(a)
-            k = (str(a.get("norm")), str(a.get("objective") or "—"))
-            if k not in keys:
-                keys.append(k)
-            v = variant_label(a, with_library)
-            if v not in variants:
-                variants.append(v)
+    for _, res in audits:
+        for a in res.attacks:
+            if (a.norm, a.objective) not in keys:
+                keys.append((a.norm, a.objective))
+            if variant_label(a, with_library) not in variants:
+                variants.append(variant_label(a, with_library))
     groups = []
     for norm, objective in keys:
         charts: list[Markup] = []
@@ -561,37 +482,22 @@ def build_charts(
             series: list[svg.Series] = []
             ticks: dict[float, str] = {0.0: "0"}
             any_value = False
-            for ai, (view, res) in enumerate(shown):
-                clean_entry = _metrics(_dict(res.get("clean"))).get(metric)
-                runs = [
-                    _dict(a)
-                    for a in _list(res.get("attacks"))
-                    if str(_dict(a).get("norm")) == norm
-                    and str(_dict(a).get("objective") or "—") == objective
-                ]
-                for vname in variants:
+            for ai, (view, res) in enumerate(audits):
+                clean_entry = res.clean.metric(metric)
+                runs = [a for a in res.attacks if (a.norm, a.objective) == (norm, objective)]
+                for vi, vname in enumerate(variants):
                     vr = [a for a in runs if variant_label(a, with_library) == vname]
                     if not vr:
                         continue
-                    vi = variants.index(vname)
                     label = f"{view.label} · {vname}" if compare else vname
-                    pts = [
-                        svg.Point(0.0, _value(clean_entry), _ci_tuple(clean_entry),
-                                  f"{label} · clean: {_tip(clean_entry)}")
-                    ]  # fmt: skip
+                    pts = [_point(0.0, clean_entry, f"{label} · clean")]
                     if _value(clean_entry) is None:
                         undefined.append(f"{METRIC_LABELS[metric]} ({_reason(clean_entry)})")
                     for a in vr:
-                        eps = _num(a.get("eps"))
-                        if eps is None:
-                            continue
-                        entry = _metrics(a).get(metric)
-                        ticks.setdefault(eps, fmt_eps(eps, a.get("eps_label")))
-                        pts.append(
-                            svg.Point(eps, _value(entry), _ci_tuple(entry),
-                                      f"{label} · ε={fmt_eps(eps, a.get('eps_label'))}: "
-                                      f"{_tip(entry)}")
-                        )  # fmt: skip
+                        entry = a.metric(metric)
+                        eps = fmt_eps(a.eps, a.eps_label)
+                        ticks.setdefault(a.eps, eps)
+                        pts.append(_point(a.eps, entry, f"{label} · ε={eps}"))
                         if _value(entry) is None:
                             undefined.append(f"{METRIC_LABELS[metric]} ({_reason(entry)})")
                     any_value = any_value or any(p.y is not None for p in pts)
@@ -627,14 +533,22 @@ def build_charts(
     return groups
 
 
-def _tip(entry: Any) -> str:
+def _value(entry: MetricValue | None) -> float | None:
+    return None if entry is None else entry.value
+
+
+def _point(x: float, entry: MetricValue | None, label: str) -> svg.Point:
+    ci = None if entry is None else entry.ci
+    return svg.Point(x, _value(entry), ci, f"{label}: {_tip(entry)}")
+
+
+def _tip(entry: MetricValue | None) -> str:
     v = _value(entry)
-    if v is None:
+    if entry is None or v is None:
         return f"n/a ({_reason(entry)})"
-    ci = _ci_tuple(entry)
+    ci = entry.ci
     return f"{v:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
 
 
-def _reason(entry: Any) -> str:
-    r = entry.get("reason") if isinstance(entry, Mapping) else None
-    return str(r) if r else "not computed"
+def _reason(entry: MetricValue | None) -> str:
+    return entry.reason if entry is not None and entry.reason else "not computed"

@@ -103,4 +103,4 @@ def _metrics(
     labels: np.ndarray, scores: np.ndarray, masks: np.ndarray, maps: np.ndarray
 ) -> dict[str, float | None]:
     result = evaluate(labels, scores, masks, maps)
-    return {k: result[k]["value"] for k in ("image_auroc", "pixel_auroc")}
+    return {k: result[k].value for k in ("image_auroc", "pixel_auroc")}
