@@ -26,6 +26,7 @@ CLI does; ``pgaudit.harden(loaded, "data/widget", out="hardened.pt")`` trains it
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,8 @@ from pgaudit.training.setup import HardenPlan
 from pgaudit.training.setup import plan_hardening as _plan
 
 __all__ = [
-    "audit", "check_gate", "harden", "load_detector", "plan_hardening", "render_report",
+    "audit", "check_gate", "harden", "load_detector", "plan_audit", "plan_hardening",
+    "render_report",
 ]  # fmt: skip
 
 
@@ -105,6 +107,71 @@ def audit(
         model_info=loaded.model_info() if loaded else None,
         **run_options,
     )
+
+
+@dataclass
+class AuditPlan:
+    """An audit with its detector loaded and its suite built: ``describe()`` it, then ``run()``."""
+
+    model: str
+    loaded: LoadedDetector
+    category: Category
+    suite: Suite
+    out_dir: Path
+    surrogate: LoadedDetector | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # further keywords of :func:`audit`
+
+    def describe(self) -> list[str]:
+        """What will run, on what (one line)."""
+        from pgaudit.runtime.distributed import world_size
+
+        workers = world_size()
+        on = f"{self.options.get('device', 'cpu')}" + (
+            f" x {workers} workers" if workers > 1 else ""
+        )
+        return [
+            f"auditing {self.model} on {self.category.name} ({len(self.category.test)} test "
+            f"images) with suite {self.suite.name}: {len(self.suite.attacks)} attacks on {on}"
+        ]
+
+    def run(self, **run_options: Any) -> AuditResults | None:
+        """Run it (``run_options``: ``progress``, ``console``, ``command``, … of :func:`audit`)."""
+        return audit(
+            self.loaded, self.category, self.suite, out_dir=self.out_dir,
+            surrogate=self.surrogate, **self.options, **run_options,
+        )  # fmt: skip
+
+
+def plan_audit(
+    model: str,
+    data: str | Path,
+    suite: str = "quick",
+    *,
+    out_dir: str | Path,
+    category: str | None = None,
+    suite_options: Mapping[str, Any] | None = None,
+    device: str = "cpu",
+    trust_pickle: bool = False,
+    image_size: int | None = None,
+    backbone: str | None = None,
+    surrogate: str | None = None,
+    **options: Any,
+) -> AuditPlan:
+    """Load ``model`` (and ``surrogate``) as :func:`load_detector` does, open ``data`` and build
+    ``suite``: the audit ``pgaudit attack`` runs. ``options``: ``seed``, ``max_images``,
+    ``batch_size``, ``bootstrap``, ``save_maps`` of :func:`audit`."""
+    check_audit_options(
+        max_images=options.get("max_images"),
+        batch_size=options.get("batch_size", 16),
+        bootstrap=options.get("bootstrap", DEFAULT_BOOTSTRAP),
+    )
+    load = dict(device=str(device), trust_pickle=trust_pickle, image_size=image_size)
+    loaded = load_detector(model, backbone=backbone, **load)
+    stand_in = load_detector(surrogate, **load) if surrogate else None
+    cat = _category(data, category)
+    built = build_suite(suite, image_size=int(loaded.detector.image_size), **(suite_options or {}))
+    options = {**options, "device": device, "data_info": {"path": str(data)}}
+    return AuditPlan(str(model), loaded, cat, built, Path(out_dir), stand_in, options)
 
 
 def check_audit_workers(

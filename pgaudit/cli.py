@@ -54,25 +54,11 @@ _CATEGORY_HELP = "Only this category of a dataset root (default: all)."
 
 
 def _print_check(report) -> None:  # report: pgaudit.data.check.CheckReport
-    from rich.table import Table
-
-    table = Table(title=f"{report.category} ({report.layout}): {report.root}", title_justify="left")
-    for name in ("split", "defect type", "images", "gt masks", "foreground masks"):
-        table.add_column(name, justify="left" if name in ("split", "defect type") else "right")
-    for split, counts in report.counts.items():
-        for defect, n in counts.items():
-            present, total = report.masks.get(defect, (0, 0)) if split == "test" else (0, 0)
-            gt = f"{present}/{total}" if total else "-"
-            fg = f"{report.foreground[0]}/{report.foreground[1]}" if split == "train" else "-"
-            table.add_row(split, defect, str(n), gt, fg)
-    sizes = ", ".join(f"{w}x{h} ({n})" for (w, h), n in report.image_sizes.items())
-    table.caption = f"image sizes: {sizes or 'unreadable'}"
-    table.caption_justify = "left"
-    console.print(table)
+    console.print(report.table())
     for warning in report.warnings:
-        console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
     for problem in report.problems:
-        console.print(f"[red]problem:[/] {problem}", highlight=False, soft_wrap=True)
+        console.print(f"[red]problem:[/] {escape(problem)}", highlight=False, soft_wrap=True)
 
 
 @data_app.command("check")
@@ -293,90 +279,71 @@ _ATTACK_HELP = (
 )
 
 
+# fmt: off
+AttackModel = Annotated[str | None, typer.Argument(help=(
+    "A pgaudit checkpoint, an official PatchGuard .pth, a TorchScript file, or "
+    "package.module:function (default: `model` in pgaudit.toml)."))]
+AttackData = Annotated[Path | None, typer.Argument(help=(
+    "Dataset category folder or root (default: `data` in pgaudit.toml)."))]
+SuiteOpt = Annotated[str | None, typer.Option("--suite", "-s", help=_attack_suite_help())]
+AuditOut = Annotated[Path | None, typer.Option("--out", "-o", help=(
+    "Audit folder to write (default: audit)."))]
+AttackEps = Annotated[str | None, typer.Option("--eps", help=(
+    "L∞ budget(s) replacing the suite's, e.g. 8/255 or 2/255,8/255; the largest is the "
+    "headline ε of the robust metrics."))]
+AttackSteps = Annotated[int | None, typer.Option("--steps", help=(
+    "Steps (queries for Square) of every iterative attack."))]
+StepSize = Annotated[str | None, typer.Option("--step-size", help=(
+    "PGD step size, e.g. 1/255 (default 2.5·ε/steps)."))]
+Restarts = Annotated[int | None, typer.Option("--restarts", help=(
+    "Random restarts of PGD, AutoPGD and Square."))]
+Objective = Annotated[str | None, typer.Option("--objective", help=(
+    "both | detection | localization (default both)."))]
+MaxImages = Annotated[int | None, typer.Option("--max-images", help=(
+    "Attack a class-stratified random subset of this size."))]
+AttackSeed = Annotated[int, typer.Option("--seed", help="Random seed (random starts, subsets).")]
+AttackDevice = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.")]
+AttackBatch = Annotated[int, typer.Option("--batch-size", help="Images per attack batch.")]
+Bootstrap = Annotated[int, typer.Option("--bootstrap", help=(
+    "Bootstrap resamples for 95% confidence intervals (0: none)."))]
+SaveMaps = Annotated[bool, typer.Option("--save-maps", help=(
+    "Also write maps.npz (masks, clean and worst-case maps)."))]
+WithReport = Annotated[bool, typer.Option("--report", help="Also write AUDIT_DIR/report.html.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+TrustPickle = Annotated[bool, typer.Option("--trust-pickle", help=(
+    "Allow a MODEL file that needs full unpickling (a pickled nn.Module); this runs code from "
+    "the file: only for files you trust."))]
+ImageSize = Annotated[int | None, typer.Option("--image-size", help=(
+    "Input side in pixels for detectors without an `image_size` attribute."))]
+Backbone = Annotated[str | None, typer.Option("--backbone", help=(
+    "timm name of the ViT inside an official PatchGuard checkpoint."))]
+AuditNproc = Annotated[int, typer.Option("--nproc", help=(
+    "Worker processes on this machine sharing the test batches (torch.distributed; one GPU "
+    "each on CUDA). Across machines: torchrun -m pgaudit attack …."))]
+Surrogate = Annotated[str | None, typer.Option("--surrogate", help=(
+    "A smooth stand-in MODEL (e.g. a clean-trained baseline) for the standard/full suites' "
+    "transfer check; without it that check is skipped."))]
+# fmt: on
+
+
 @app.command("attack", help=_ATTACK_HELP)
 def attack(
-    model: str | None = typer.Argument(
-        None,
-        help="A pgaudit checkpoint, an official PatchGuard .pth, a TorchScript file, or "
-        "package.module:function (default: `model` in pgaudit.toml).",
-    ),
-    data: Path | None = typer.Argument(
-        None, help="Dataset category folder or root (default: `data` in pgaudit.toml)."
-    ),
-    suite: str | None = typer.Option(None, "--suite", "-s", help=_attack_suite_help()),
-    out: Path | None = typer.Option(
-        None, "--out", "-o", help="Audit folder to write (default: audit)."
-    ),
-    category: str | None = typer.Option(None, "--category", "-c", help="Category of a root."),
-    eps: str | None = typer.Option(
-        None,
-        "--eps",
-        help="L∞ budget(s) replacing the suite's, e.g. 8/255 or 2/255,8/255; the largest is "
-        "the headline ε of the robust metrics.",
-    ),
-    steps: int | None = typer.Option(
-        None, "--steps", help="Steps (queries for Square) of every iterative attack."
-    ),
-    step_size: str | None = typer.Option(
-        None, "--step-size", help="PGD step size, e.g. 1/255 (default 2.5·ε/steps)."
-    ),
-    restarts: int | None = typer.Option(
-        None, "--restarts", help="Random restarts of PGD, AutoPGD and Square."
-    ),
-    objective: str | None = typer.Option(
-        None, "--objective", help="both | detection | localization (default both)."
-    ),
-    max_images: int | None = typer.Option(
-        None, "--max-images", help="Attack a class-stratified random subset of this size."
-    ),
-    seed: int = typer.Option(0, "--seed", help="Random seed (random starts, subsets)."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
-    batch_size: int = typer.Option(16, "--batch-size", help="Images per attack batch."),
-    bootstrap: int = typer.Option(
-        DEFAULT_BOOTSTRAP,
-        "--bootstrap",
-        help="Bootstrap resamples for 95% confidence intervals (0: none).",
-    ),
-    save_maps: bool = typer.Option(
-        False, "--save-maps", help="Also write maps.npz (masks, clean and worst-case maps)."
-    ),
-    report: bool = typer.Option(False, "--report", help="Also write AUDIT_DIR/report.html."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
-    trust_pickle: bool = typer.Option(
-        False,
-        "--trust-pickle",
-        help="Allow a MODEL file that needs full unpickling (a pickled nn.Module); this runs "
-        "code from the file: only for files you trust.",
-    ),
-    image_size: int | None = typer.Option(
-        None,
-        "--image-size",
-        help="Input side in pixels for detectors without an `image_size` attribute.",
-    ),
-    backbone: str | None = typer.Option(
-        None, "--backbone", help="timm name of the ViT inside an official PatchGuard checkpoint."
-    ),
-    nproc: int = typer.Option(
-        1,
-        "--nproc",
-        help="Worker processes on this machine sharing the test batches (torch.distributed; "
-        "one GPU each on CUDA). Across machines: torchrun -m pgaudit attack ….",
-    ),
-    surrogate_spec: str | None = typer.Option(
-        None,
-        "--surrogate",
-        help="A smooth stand-in MODEL (e.g. a clean-trained baseline) for the standard/full "
-        "suites' transfer check; without it that check is skipped.",
-    ),
-) -> None:
+    model: AttackModel = None, data: AttackData = None, suite: SuiteOpt = None,
+    out: AuditOut = None, category: CategoryOpt = None, eps: AttackEps = None,
+    steps: AttackSteps = None, step_size: StepSize = None, restarts: Restarts = None,
+    objective: Objective = None, max_images: MaxImages = None, seed: AttackSeed = 0,
+    device: AttackDevice = "auto", batch_size: AttackBatch = 16,
+    bootstrap: Bootstrap = DEFAULT_BOOTSTRAP, save_maps: SaveMaps = False,
+    report: WithReport = False, quiet: Quiet = False, trust_pickle: TrustPickle = False,
+    image_size: ImageSize = None, backbone: Backbone = None, nproc: AuditNproc = 1,
+    surrogate_spec: Surrogate = None,
+) -> None:  # fmt: skip
     """Stress-test a detector with an attack suite (help text: _ATTACK_HELP)."""
     import shlex
 
     from pgaudit import api
     from pgaudit.attacks.eps import parse_eps, parse_eps_list
-    from pgaudit.attacks.suites import build_suite
     from pgaudit.config import attack_defaults, load_project_config
-    from pgaudit.data import open_category
     from pgaudit.runtime import distributed
 
     chosen = attack_defaults(
@@ -402,41 +369,24 @@ def attack(
 
     with distributed.worker_session(device, final_barrier=False) as torch_device:
         show = console if distributed.is_main() else Console(quiet=True)
-        load = dict(device=str(torch_device), trust_pickle=trust_pickle, image_size=image_size)
-        loaded = api.load_detector(chosen["model"], backbone=backbone, **load)
-        surrogate = api.load_detector(surrogate_spec, **load) if surrogate_spec else None
-        cat = open_category(chosen["data"], chosen["category"])
-        suite_run = build_suite(
-            chosen["suite"], image_size=int(loaded.detector.image_size), **suite_options
-        )
-        workers = distributed.world_size()
-        on = f"{torch_device}" + (f" x {workers} workers" if workers > 1 else "")
-        show.print(
-            f"auditing {escape(chosen['model'])} on {escape(cat.name)} ({len(cat.test)} test "
-            f"images) with suite {suite_run.name}: {len(suite_run.attacks)} attacks on {on}",
-            highlight=False,
-            soft_wrap=True,
-        )
-        results = api.audit(
-            loaded, cat, suite_run, out_dir=chosen["out"], seed=seed,
-            device=torch_device, bootstrap=bootstrap, surrogate=surrogate,
-            progress=not quiet, save_maps=save_maps, data_info={"path": str(chosen["data"])},
-            command=shlex.join(["pgaudit", *sys.argv[1:]]), console=err_console, **sizes,
+        plan = api.plan_audit(
+            chosen["model"], chosen["data"], chosen["suite"], out_dir=chosen["out"],
+            category=chosen["category"], suite_options=suite_options, device=torch_device,
+            trust_pickle=trust_pickle, image_size=image_size, backbone=backbone,
+            surrogate=surrogate_spec, seed=seed, bootstrap=bootstrap, save_maps=save_maps, **sizes,
         )  # fmt: skip
+        for line in plan.describe():
+            show.print(escape(line), highlight=False, soft_wrap=True)
+        command = shlex.join(["pgaudit", *sys.argv[1:]])
+        results = plan.run(progress=not quiet, command=command, console=err_console)
     audit_dir = chosen["out"]
     if results is None:  # a worker other than rank 0
         return
-    from pgaudit.attacks.summary import results_table
+    from pgaudit.attacks.summary import audit_notes, results_table
 
     console.print(results_table(results))
-    for skipped in results.suite.skipped or ():
-        console.print(f"skipped {skipped['id']}: {skipped['reason']}", highlight=False)
-    for check in results.sanity:
-        if check.status not in ("pass", "skip"):
-            console.print(
-                f"[bold red]{check.status}[/] {check.name}: {escape(check.evidence)}",
-                soft_wrap=True,
-            )
+    for note in audit_notes(results):
+        console.print(note, highlight=False, soft_wrap=True)
     console.print(f"wrote {escape(str(audit_dir / 'results.json'))}", highlight=False)
     if report:
         from pgaudit.report import project_gate_criteria, render_report
@@ -539,41 +489,13 @@ def demo_cmd(
     """The whole job on built-in synthetic data: train clean + hardened, attack both, report, gate."""
     import time
 
-    from rich.table import Table
-
-    from pgaudit.demo import DEMO_GATE, DemoSettings, run_demo
-    from pgaudit.results import Section
+    from pgaudit.demo import DemoSettings, run_demo
 
     started = time.perf_counter()
     settings = DemoSettings(preset=preset, epochs=epochs, n_train=n_train, n_test=n_test, seed=seed)
     outcome = run_demo(out, settings, console)
-    table = Table(title="clean vs robust (worst case of PGD-10 at 8/255)")
-    for column in ("model", "image AUROC", "robust image", "pixel AUROC", "robust pixel", "gate"):
-        table.add_column(column)
-
-    def value(section: Section, metric: str) -> str:
-        entry = section.metric(metric)
-        return "n/a" if entry is None or entry.value is None else f"{entry.value:.3f}"
-
-    for name in ("clean", "hardened"):
-        res = outcome.results[name]
-        verdict = outcome.verdicts[name]
-        table.add_row(
-            name,
-            value(res.clean, "image_auroc"),
-            value(res.robust, "image_auroc"),
-            value(res.clean, "pixel_auroc"),
-            value(res.robust, "pixel_auroc"),
-            "[green]pass[/]" if verdict.passed else "[red]fail[/]",
-        )
-    console.print(table)
-    console.print(
-        f"gate: robust {DEMO_GATE.metric} >= {DEMO_GATE.min_robust_auroc} "
-        f"(as `pgaudit gate {outcome.audits['hardened']} --metric {DEMO_GATE.metric} "
-        f"--min-robust-auroc {DEMO_GATE.min_robust_auroc}`)",
-        highlight=False,
-        soft_wrap=True,
-    )
+    console.print(outcome.table())
+    console.print(outcome.gate_line(), highlight=False, soft_wrap=True)
     minutes = (time.perf_counter() - started) / 60
     console.print(
         f"[bold]report:[/] {escape(str(outcome.report))}  ({minutes:.1f} min)", soft_wrap=True

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
+from rich.table import Table
 
 from pgaudit.gate import GateCriteria, GateOutcome, evaluate_gate
-from pgaudit.results import AuditResults
+from pgaudit.results import AuditResults, Section
 
 #: The demo's CI bar: robust pixel AUROC under the quick suite (PGD-10 at 8/255).
 DEMO_GATE = GateCriteria(metric="pixel_auroc", min_robust_auroc=0.8)
@@ -45,6 +46,38 @@ class DemoOutcome:
     checkpoints: dict[str, Path]
     verdicts: dict[str, GateOutcome]
     results: dict[str, AuditResults] = field(default_factory=dict)
+
+    def table(self) -> Table:
+        """Clean and robust AUROCs of both models, with the gate's verdict on each."""
+        table = Table(title="clean vs robust (worst case of PGD-10 at 8/255)")
+        for column in ("model", "image AUROC", "robust image", "pixel AUROC", "robust pixel"):
+            table.add_column(column)
+        table.add_column("gate")
+
+        def value(section: Section, metric: str) -> str:
+            entry = section.metric(metric)
+            return "n/a" if entry is None or entry.value is None else f"{entry.value:.3f}"
+
+        for name in ("clean", "hardened"):
+            res, passed = self.results[name], self.verdicts[name].passed
+            table.add_row(
+                name,
+                *(
+                    value(part, m)
+                    for m in ("image_auroc", "pixel_auroc")
+                    for part in (res.clean, res.robust)
+                ),
+                "[green]pass[/]" if passed else "[red]fail[/]",
+            )
+        return table
+
+    def gate_line(self) -> str:
+        """The demo's gate criterion, as the `pgaudit gate` command that checks it."""
+        return (
+            f"gate: robust {DEMO_GATE.metric} >= {DEMO_GATE.min_robust_auroc} "
+            f"(as `pgaudit gate {self.audits['hardened']} --metric {DEMO_GATE.metric} "
+            f"--min-robust-auroc {DEMO_GATE.min_robust_auroc}`)"
+        )
 
 
 def run_demo(

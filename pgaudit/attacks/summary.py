@@ -49,3 +49,19 @@ def results_table(results: AuditResults) -> Table:
         row(entry.id, entry.library, entry, f"{entry.seconds or 0.0:.1f}")
     row(f"robust @ {results.robust.eps_label}", "", results.robust, style="bold")
     return table
+
+
+def audit_notes(results: AuditResults) -> list[str]:
+    """Lines (rich markup, user text escaped) for skipped attacks and sanity checks that did not pass."""
+    from rich.markup import escape
+
+    notes = [
+        f"skipped {escape(str(item['id']))}: {escape(str(item['reason']))}"
+        for item in results.suite.skipped or ()
+    ]
+    notes += [
+        f"[bold red]{check.status}[/] {check.name}: {escape(check.evidence)}"
+        for check in results.sanity
+        if check.status not in ("pass", "skip")
+    ]
+    return notes

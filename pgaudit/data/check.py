@@ -6,6 +6,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rich.table import Table
+
 from pgaudit.data.images import verify_image
 from pgaudit.data.records import Category
 from pgaudit.errors import PgauditError
@@ -25,6 +27,22 @@ class CheckReport:
     has_masks: bool
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+
+    def table(self) -> Table:
+        """Counts per split and defect type, with mask coverage; image sizes as the caption."""
+        table = Table(title=f"{self.category} ({self.layout}): {self.root}", title_justify="left")
+        for name in ("split", "defect type", "images", "gt masks", "foreground masks"):
+            table.add_column(name, justify="left" if name in ("split", "defect type") else "right")
+        for split, counts in self.counts.items():
+            for defect, n in counts.items():
+                present, total = self.masks.get(defect, (0, 0)) if split == "test" else (0, 0)
+                gt = f"{present}/{total}" if total else "-"
+                fg = f"{self.foreground[0]}/{self.foreground[1]}" if split == "train" else "-"
+                table.add_row(split, defect, str(n), gt, fg)
+        sizes = ", ".join(f"{w}x{h} ({n})" for (w, h), n in self.image_sizes.items())
+        table.caption = f"image sizes: {sizes or 'unreadable'}"
+        table.caption_justify = "left"
+        return table
 
     @property
     def ok(self) -> bool:
