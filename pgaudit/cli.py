@@ -349,7 +349,6 @@ def attack(
     chosen = attack_defaults(
         load_project_config(), model=model, data=data, suite=suite, out=out, category=category
     )
-    api.check_audit_options(max_images=max_images, batch_size=batch_size, bootstrap=bootstrap)
     distributed.check_launch(nproc, device)
     suite_options = dict(
         eps=parse_eps_list(eps) if eps is not None else None,
@@ -360,6 +359,7 @@ def attack(
     )
     sizes = dict(max_images=max_images, batch_size=batch_size)
     if nproc > 1:  # refuse what every worker would refuse, then start them
+        api.check_audit_options(max_images=max_images, batch_size=batch_size, bootstrap=bootstrap)
         api.check_audit_workers(
             nproc, chosen["suite"], chosen["data"], category=chosen["category"],
             suite_options=suite_options, **sizes,
