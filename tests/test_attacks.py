@@ -18,6 +18,7 @@ from sklearn.metrics import roc_auc_score
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from pgaudit.attacks.algorithms import make_attack
 from pgaudit.attacks.eps import eps_label, eps_slug, parse_eps, parse_eps_list
 from pgaudit.attacks.native import pgd, random_start
 from pgaudit.attacks.objectives import (
@@ -705,7 +706,7 @@ def test_art_pgd_skips_its_success_rate_passes(monkeypatch):
         s for s in build_suite("standard", image_size=SIZE, steps=2).attacks
         if s.attack == "pgd" and s.objective == "detection"
     )  # fmt: skip
-    adv = bridge.generate(spec, images, labels, None, threshold=0.0)
+    adv = bridge.generate(make_attack(spec), images, labels, None, threshold=0.0)
     assert adv.shape == images.shape and calls == []
     assert pgd_module.compute_success is counting  # restored after the run
 

@@ -1,8 +1,9 @@
 """The attack engine: what ``pgaudit attack`` runs.
 
 Modules (one idea each): ``eps`` (budgets such as ``8/255``), ``objectives`` (detection and
-localization objectives, margin losses), ``native`` (torch PGD), ``art_bridge`` (ART estimators
-over a Detector, ART attacks), ``execute`` (one attack on one batch, re-scored), ``suites``
+localization objectives, margin losses), ``native`` (torch PGD), ``algorithms`` (an attack
+object per algorithm and library, the registry), ``art_bridge`` (ART estimators over a
+Detector), ``execute`` (one attack on one batch, re-scored), ``suites``
 (quick / standard / full), ``runner`` (:func:`run_audit`: stream the test set, write the audit),
 ``gallery`` (report PNGs), ``summary`` (the terminal table).
 
@@ -18,6 +19,7 @@ _EXPORTS = {
     "parse_eps": "pgaudit.attacks.eps",
     "eps_label": "pgaudit.attacks.eps",
     "AttackSpec": "pgaudit.attacks.suites",
+    "make_attack": "pgaudit.attacks.algorithms",
     "Suite": "pgaudit.attacks.suites",
     "build_suite": "pgaudit.attacks.suites",
     "run_audit": "pgaudit.attacks.runner",

@@ -9,6 +9,8 @@ ART has no anomaly-detection or segmentation estimator, so each objective gets a
   ``y`` and :class:`~pgaudit.attacks.objectives.LocalizationMarginLoss` (ART leaves such labels
   untouched when the loss is custom).
 
+The attacks themselves are built by :mod:`pgaudit.attacks.algorithms` (``ArtAttack.art_attack``).
+
 ART is imported lazily here only (it costs ~1.2 s).
 """
 
@@ -16,19 +18,20 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from pgaudit.attacks.objectives import DetectionMarginLoss, LocalizationMarginLoss
-from pgaudit.attacks.suites import AttackSpec
 from pgaudit.models.adapters import as_detector
 from pgaudit.models.detector import Detector
 
 if TYPE_CHECKING:
     from art.estimators.classification import PyTorchClassifier
+
+    from pgaudit.attacks.algorithms import ArtAttack
 
 
 class DetectionHead(nn.Module):
@@ -108,85 +111,16 @@ class ArtBridge:
                 )
         return self._cache[key]
 
-    def attack(self, spec: AttackSpec, classifier: PyTorchClassifier, batch_size: int) -> Any:
-        """The ART attack object for ``spec`` (one run; PGD restarts are driven by the caller)."""
-        from art.attacks.evasion import (
-            AutoProjectedGradientDescent,
-            FastGradientMethod,
-            ProjectedGradientDescent,
-            SquareAttack,
-        )
-
-        norm: Any = np.inf if spec.norm == "inf" else int(spec.norm)
-        step = spec.effective_step_size
-        if spec.attack == "fgsm" and spec.objective == "detection":
-            return FastGradientMethod(
-                classifier,
-                norm=norm,
-                eps=spec.eps,
-                eps_step=spec.eps,
-                num_random_init=0,
-                batch_size=batch_size,
-            )
-        if spec.attack in ("fgsm", "pgd"):
-            return ProjectedGradientDescent(
-                classifier,
-                norm=norm,
-                eps=spec.eps,
-                eps_step=step,
-                max_iter=spec.steps,
-                num_random_init=1 if spec.random_init and spec.attack == "pgd" else 0,
-                batch_size=batch_size,
-                verbose=False,
-            )
-        if spec.attack == "apgd":
-            if spec.objective != "detection":
-                raise ValueError("AutoPGD runs on the detection objective only")
-            return AutoProjectedGradientDescent(
-                classifier,
-                norm=norm,
-                eps=spec.eps,
-                eps_step=step,
-                max_iter=spec.steps,
-                targeted=False,
-                nb_random_init=spec.restarts,
-                batch_size=batch_size,
-                loss_type=None,
-                verbose=False,
-            )
-        if spec.attack == "square":
-            loss_fn = classifier.loss
-
-            def square_loss(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-                # Square minimises: the negated objective, from scores alone (black-box).
-                pred = torch.from_numpy(classifier.predict(x, batch_size=batch_size))
-                with torch.no_grad():
-                    per_image = _per_image(loss_fn, pred, torch.from_numpy(np.asarray(y)))
-                return -per_image.numpy()
-
-            return SquareAttack(
-                classifier,
-                norm=norm,
-                adv_criterion=never_successful,
-                loss=square_loss,
-                max_iter=spec.steps,
-                eps=spec.eps,
-                p_init=0.8,
-                nb_restarts=spec.restarts,
-                batch_size=batch_size,
-                verbose=False,
-            )
-        raise ValueError(f"unknown attack {spec.attack!r}")
-
     def generate(
         self,
-        spec: AttackSpec,
+        attack: ArtAttack,
         images: Tensor,
         labels: Tensor,
         grid_masks: Tensor | None,
         threshold: float,
     ) -> Tensor:
-        """One ART run of ``spec`` on a batch; always passes the true ``y``. Returns [B,3,S,S]."""
+        """One ART run of ``attack`` on a batch; always passes the true ``y``. Returns [B,3,S,S]."""
+        spec = attack.spec
         classifier = self.classifier(spec.objective, threshold)
         if spec.objective == "detection":
             y = np.eye(2, dtype=np.float32)[labels.cpu().numpy().astype(int)]
@@ -196,8 +130,7 @@ class ArtBridge:
             y = grid_masks.flatten(1).float().cpu().numpy()
         x = images.detach().float().cpu().numpy()
         with _art_device(self.device), _without_success_log():
-            attack = self.attack(spec, classifier, batch_size=len(x))
-            adv = attack.generate(x=x, y=y)
+            adv = attack.art_attack(classifier, batch_size=len(x)).generate(x=x, y=y)
         return torch.from_numpy(np.asarray(adv, dtype=np.float32)).to(images.device)
 
 
@@ -220,7 +153,8 @@ def _without_success_log() -> Iterator[None]:
         pgd_module.compute_success = original
 
 
-def _per_image(loss_fn: nn.Module, pred: Tensor, y: Tensor) -> Tensor:
+def per_image_loss(loss_fn: nn.Module, pred: Tensor, y: Tensor) -> Tensor:
+    """``loss_fn`` per image (its reduction set to "none" for the call)."""
     previous = loss_fn.reduction
     loss_fn.reduction = "none"
     try:

@@ -42,6 +42,7 @@ from torch.utils.data import Subset
 
 from pgaudit import __version__, metrics
 from pgaudit.attacks.adaptive import adaptive_note
+from pgaudit.attacks.algorithms import make_attack
 from pgaudit.attacks.eps import eps_label
 from pgaudit.attacks.execute import Attacker, BatchTarget
 from pgaudit.attacks.gallery import write_gallery_item
@@ -267,13 +268,14 @@ class _Audit:
         threshold = (
             clean.threshold if clean.threshold is not None else float(np.median(clean.scores))
         )
+        attack = make_attack(spec)
         task = self.bar.add_task(spec.id, total=len(self.own))
         start = time.perf_counter()
         for pos, images, labels, masks in self.batches():
             grid_masks = mask_to_grid(masks, clean.grid) if self.test.has_masks else None
             target = BatchTarget(labels, grid_masks, threshold)
             batch_index = pos.start // self.batch_size  # the same seeds for any number of workers
-            adv, output = attacker.run(spec, images, target, batch_index=batch_index)
+            adv, output = attacker.run(attack, images, target, batch_index=batch_index)
             rec.logits[pos] = output.logits.float().cpu().numpy()
             rec.scores[pos] = self.detector.scores(output).float().cpu().numpy()
             rec.measure(adv, images)
@@ -392,6 +394,8 @@ def run_audit(
     image_size = int(detector.image_size)
     if isinstance(suite, str):
         suite = build_suite(suite, image_size=image_size)
+    for spec in suite.attacks:  # a bad attack fails here, before the clean pass
+        make_attack(spec)
     check_audit_options(max_images=max_images, batch_size=batch_size, bootstrap=bootstrap)
     torch.manual_seed(seed)
     test = prepare_test_set(category_or_dataset, image_size, max_images, seed)

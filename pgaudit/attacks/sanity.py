@@ -8,7 +8,7 @@ fail or skip, ``evidence``: the numbers compared or why it skipped, ``meaning``)
   for ``monotone-in-eps``, its clean section): ``more-steps-not-weaker``, ``monotone-in-eps``,
   ``blackbox-not-stronger``, ``fgsm-not-stronger`` and ``convergence`` (when the suite holds a pair of schedules);
 * **extra-run** checks attack a small balanced subset of the test images with the native PGD
-  (:func:`pgaudit.attacks.native.pgd`) on the detection objective: ``deterministic-forward``,
+  (:class:`~pgaudit.attacks.algorithms.NativePGD`) on the detection objective: ``deterministic-forward``,
   ``gradient-health``, ``unbounded-budget``, ``noise-not-stronger``, ``transfer-not-stronger``
   (with a surrogate detector) and ``convergence`` (when the suite lacks the pair).
 
@@ -21,18 +21,18 @@ convergence pair is missing, + ``pgd_steps`` with a surrogate) forward+backward 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from pgaudit.attacks import native
 from pgaudit.attacks.adaptive import DEFAULT_EOT_DRAWS, EOTDetector
+from pgaudit.attacks.algorithms import Attack, Restarts, make_attack
 from pgaudit.attacks.eps import default_step_size
-from pgaudit.attacks.execute import batch_seed
-from pgaudit.attacks.objectives import detection_objective
+from pgaudit.attacks.execute import Attacker, BatchTarget, batch_seed
+from pgaudit.attacks.suites import AttackSpec
 from pgaudit.models.adapters import as_detector
 from pgaudit.models.detector import Detector, attack_mode
 from pgaudit.results import AttackResult, SanityCheck, Section, Status
@@ -386,6 +386,17 @@ def _rng(seed: int, tag: str, index: int = 0) -> np.random.RandomState:
     return np.random.RandomState(batch_seed(seed, f"sanity:{tag}", index))
 
 
+def _native_pgd(
+    eps: float, steps: int, step_size: float | None = None, random_init: bool = True
+) -> Attack | Restarts:
+    """Native L∞ PGD on the detection objective (the audit's own attack object)."""
+    spec = AttackSpec(
+        "pgd", "native", "inf", eps, steps, "detection", step_size=step_size,
+        random_init=random_init,
+    )  # fmt: skip
+    return make_attack(spec)
+
+
 def _pgd_detection(
     detector: Detector,
     images: Tensor,
@@ -400,26 +411,11 @@ def _pgd_detection(
     random_init: bool = True,
 ) -> Tensor:
     """Native PGD on the detection objective, chunk by chunk; the adversarial images."""
-    detector = as_detector(detector)
+    attacker, attack = Attacker(detector), _native_pgd(eps, steps, step_size, random_init)
     out = []
     for b, sl in enumerate(_chunks(images.shape[0], batch_size)):
-        y = labels[sl]
-
-        def fn(x: Tensor, y: Tensor = y) -> Tensor:
-            return detection_objective(detector, detector.predict(x), y)
-
-        with torch.enable_grad():
-            out.append(
-                native.pgd(
-                    fn,
-                    images[sl],
-                    eps=eps,
-                    steps=steps,
-                    step_size=step_size,
-                    random_init=random_init,
-                    rng=_rng(seed, tag, b),
-                )
-            )
+        target = BatchTarget(labels[sl], None)
+        out.append(attack.perturb(attacker, images[sl], target, _rng(seed, tag, b)))
     return torch.cat(out)
 
 
@@ -438,6 +434,39 @@ class PGDTrace:
     eps: float
 
 
+class _TracingAttacker(Attacker):
+    """An Attacker whose objective records every input gradient and each batch's start value."""
+
+    def __init__(self, detector: Detector, n: int) -> None:
+        super().__init__(detector)
+        self.zero = self.nonfinite = self.total = 0
+        self.alive = torch.zeros(n, dtype=torch.bool)  # images with a usable gradient
+        self.start = torch.zeros(n)  # objective at the (random) start
+        self.rows = slice(0, 0)  # the batch being attacked
+        self.calls = 0
+
+    def objective_fn(self, spec: AttackSpec, target: BatchTarget) -> Callable[[Tensor], Tensor]:
+        inner = super().objective_fn(spec, target)
+
+        def fn(x: Tensor) -> Tensor:
+            x.register_hook(self._record)
+            values = inner(x)
+            if self.calls == 0:
+                self.start[self.rows] = values.detach().float().cpu()
+            self.calls += 1
+            return values
+
+        return fn
+
+    def _record(self, grad: Tensor) -> None:
+        g = grad.detach()
+        finite = torch.isfinite(g)
+        self.total += g.numel()
+        self.zero += int((g == 0).sum())
+        self.nonfinite += int((~finite).sum())
+        self.alive[self.rows] |= (finite & (g != 0)).flatten(1).any(dim=1).cpu()
+
+
 def trace_pgd(
     detector: Detector,
     images: Tensor,
@@ -449,48 +478,24 @@ def trace_pgd(
     batch_size: int = 16,
 ) -> PGDTrace:
     """Native PGD-``steps`` at ``eps`` (L∞, random start) recording gradients and objectives."""
-    detector = as_detector(detector)
-    n = images.shape[0]
-    zero = nonfinite = total = 0
-    alive = torch.zeros(n, dtype=torch.bool)
-    start = torch.zeros(n)
+    tracer, attack = _TracingAttacker(detector, images.shape[0]), _native_pgd(eps, steps)
     end_scores = []
-    for b, sl in enumerate(_chunks(n, batch_size)):
-        y = labels[sl]
-        calls: list[int] = []
-
-        def record(grad: Tensor, sl: slice = sl) -> None:
-            nonlocal zero, nonfinite, total
-            g = grad.detach()
-            finite = torch.isfinite(g)
-            total += g.numel()
-            zero += int((g == 0).sum())
-            nonfinite += int((~finite).sum())
-            useful = (finite & (g != 0)).flatten(1).any(dim=1).cpu()
-            alive[sl] |= useful
-
-        def fn(x: Tensor, y: Tensor = y, sl: slice = sl, calls: list[int] = calls) -> Tensor:
-            x.register_hook(record)
-            values = detection_objective(detector, detector.predict(x), y)
-            if not calls:
-                start[sl] = values.detach().float().cpu()
-            calls.append(1)
-            return values
-
-        with torch.enable_grad():
-            adv = native.pgd(fn, images[sl], eps=eps, steps=steps, rng=_rng(seed, "pgd", b))
-        with torch.no_grad():
-            end_scores.append(detector.scores(detector.predict(adv)).float().cpu())
+    for b, sl in enumerate(_chunks(images.shape[0], batch_size)):
+        tracer.rows, tracer.calls = sl, 0
+        adv = attack.perturb(
+            tracer, images[sl], BatchTarget(labels[sl], None), _rng(seed, "pgd", b)
+        )
+        end_scores.append(tracer.detector.scores(tracer.output(adv)).float().cpu())
     scores = torch.cat(end_scores)
     sign = 1.0 - 2.0 * labels.float().cpu()
     return PGDTrace(
         scores=scores.numpy(),
-        objective_start=float(start.mean()),
+        objective_start=float(tracer.start.mean()),
         objective_end=float((sign * scores).mean()),
-        grad_elements=total,
-        zero_elements=zero,
-        nonfinite_elements=nonfinite,
-        blind_images=int((~alive).sum()),
+        grad_elements=tracer.total,
+        zero_elements=tracer.zero,
+        nonfinite_elements=tracer.nonfinite,
+        blind_images=int((~tracer.alive).sum()),
         steps=steps,
         eps=eps,
     )

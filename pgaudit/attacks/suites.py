@@ -1,6 +1,7 @@
 """Named attack suites (quick / standard / full): exactly which attacks an audit runs.
 
-Pure data (no torch, no ART), so ``pgaudit attack --help`` can print the contents.
+Pure data (no torch, no ART), so ``pgaudit attack --help`` can print the contents. A suite only
+picks :class:`AttackSpec` s; what each algorithm does is :mod:`pgaudit.attacks.algorithms`.
 """
 
 from __future__ import annotations
@@ -8,12 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from pgaudit.attacks.eps import default_step_size, eps_label, eps_slug
+from pgaudit.attacks.algorithms import REGISTRY
+from pgaudit.attacks.eps import eps_label, eps_slug
 from pgaudit.errors import PgauditError
 from pgaudit.results import AttackResult, AttackSettings, SuiteInfo
 
 SUITES: tuple[str, ...] = ("quick", "standard", "full")
-ATTACKS: tuple[str, ...] = ("fgsm", "pgd", "apgd", "square")
 OBJECTIVE_CHOICES: tuple[str, ...] = ("both", "detection", "localization")
 
 HEADLINE_EPS = 8 / 255
@@ -83,13 +84,8 @@ class AttackSpec:
         """The step size actually used (None where the algorithm chooses its own)."""
         if self.step_size is not None:
             return self.step_size
-        if self.attack == "fgsm":
-            return self.eps
-        if self.attack == "pgd":
-            return default_step_size(self.eps, self.steps)
-        if self.attack == "apgd":
-            return 2 * self.eps  # AutoPGD's initial step, adapted per image
-        return None
+        cls = REGISTRY.get((self.attack, self.library))
+        return cls.default_step_size(self) if cls is not None else None
 
     def settings(self) -> AttackSettings:
         """The spec as stored in results.json (``suite.attacks`` and each ``attacks[]`` entry)."""

@@ -1,7 +1,7 @@
 """A quick in-memory robustness check of a trained model (tests, benchmarks, tuning).
 
-Composes the toolkit's own parts: :func:`pgaudit.attacks.native.pgd` with the detection and
-localization objectives, the shared scoring rule and :func:`pgaudit.metrics.evaluate`. Per ε the
+Composes the toolkit's own parts: the audit's native PGD attack objects
+(:mod:`pgaudit.attacks.algorithms`) on the detection and localization objectives, the shared scoring rule and :func:`pgaudit.metrics.evaluate`. Per ε the
 image metric uses the per-image worst case over (clean, detection attack, localization attack) and
 the pixel metric the per-pixel worst case likewise (the runner's ``robust`` convention). The full
 audit with suites, ART attacks and results.json is ``pgaudit attack``.
@@ -15,8 +15,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from pgaudit.attacks.native import pgd
-from pgaudit.attacks.objectives import objective_values
+from pgaudit.attacks.algorithms import make_attack
+from pgaudit.attacks.execute import Attacker, BatchTarget
+from pgaudit.attacks.suites import AttackSpec
 from pgaudit.data.dataset import AnomalyDataset
 from pgaudit.data.grid import mask_to_grid
 from pgaudit.data.records import Sample
@@ -61,6 +62,12 @@ def robustness(
     images, labels, masks = _load(samples, size)
     detector = as_detector(model.to(device))
     grid: tuple[int, int] | None = None
+    attacker = Attacker(detector, device=device)
+    attacks = {
+        (e, o): make_attack(AttackSpec("pgd", "native", "inf", e, steps, o))
+        for e in eps_list
+        for o in objectives
+    }
     with attack_mode(detector):
         clean_s, clean_m = [], []
         adv: dict[tuple[float, str], tuple[list[np.ndarray], list[np.ndarray]]] = {
@@ -79,11 +86,8 @@ def robustness(
             grid_m = mask_to_grid(m, grid)  # type: ignore[arg-type]
             for (eps, objective), (s_list, m_list) in adv.items():
                 rng = np.random.RandomState((seed * 100003 + start) % 2**32)
-
-                def fn(z: Tensor, o: str = objective, y: Tensor = y, g: Tensor = grid_m) -> Tensor:
-                    return objective_values(detector, detector.predict(z), o, y, g)
-
-                x_adv = pgd(fn, x, eps=eps, steps=steps, rng=rng)
+                target = BatchTarget(y, grid_m)
+                x_adv = attacks[(eps, objective)].perturb(attacker, x, target, rng)
                 s, mp = _score(detector, x_adv, size)
                 s_list.append(s)
                 m_list.append(mp)
