@@ -193,7 +193,7 @@ def check_audit_workers(
             f"nproc {nproc}: the {n_test} test images make {n_batches} batch(es) of "
             f"batch_size {batch_size} but every worker needs one; use a smaller batch_size or "
             "fewer workers.",
-            "nproc", "batch_size",
+            "nproc", "batch_size", "batch_size",
         )  # fmt: skip
 
 

@@ -19,18 +19,22 @@ class ParameterError(PgauditError):
     """A bad value of the Python API: the message names parameters as Python spells them.
 
     ``ParameterError("batch_size 0 must be at least 1.", "batch_size")``; the CLI words the same
-    error with its options (:meth:`for_cli`: ``--batch-size 0 must be at least 1.``).
+    error with its options (:meth:`for_cli`: ``--batch-size 0 must be at least 1.``). Each name
+    given rewrites one mention, the first not yet rewritten: name a parameter twice when the
+    message mentions it twice (``"device cuda: no GPU here; use device cpu."``).
     """
 
     def __init__(self, message: str, *parameters: str) -> None:
         super().__init__(message)
-        self.parameters = parameters
+        self.mentions = parameters
+        self.parameters = tuple(dict.fromkeys(parameters))  # the parameters at fault, once each
 
     def for_cli(self, options: Mapping[str, str] | None = None) -> str:
-        """The message with each named parameter (its first mention) replaced by its option
-        (default ``--a-b``)."""
+        """The message with each mention named replaced by its option (default ``--a-b``)."""
         text = str(self)
-        for name in self.parameters:
+        for name in self.mentions:
             option = (options or {}).get(name, "--" + name.replace("_", "-"))
-            text = re.sub(rf"(?<![\w.-]){re.escape(name)}(?!\w)", option, text, count=1)
+            # Not inside a word, a path or a file name (``/tmp/out/x.pt`` keeps its ``out``).
+            pattern = rf"(?<![\w./\\-]){re.escape(name)}(?![\w/\\-]|\.\w)"
+            text = re.sub(pattern, option, text, count=1)
         return text

@@ -234,6 +234,6 @@ def write_junit(outcome: GateOutcome, path: str | Path) -> Path:
         ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
     except OSError as exc:
         raise PgauditError(
-            f"--junit {path}: cannot write the file ({exc.strerror}); choose a writable path."
+            f"{path}: cannot write the JUnit file ({exc.strerror}); choose a writable path."
         ) from None
     return path

@@ -60,7 +60,54 @@ def test_api_errors_name_parameters_and_the_cli_words_them_as_options():
         api.check_gate({}, min_clean_auroc=2.0)
 
 
-def test_cli_words_api_errors_with_its_options(run_cli, tmp_path):
-    res = run_cli("attack", "patchguard", tmp_path, "--max-images", "0")
-    assert res.exit_code == 2
-    assert "--max-images 0 must be at least 1." in res.stderr and "max_images" not in res.stderr
+def test_a_parameter_named_twice_rewrites_two_mentions_but_never_inside_a_path():
+    from pgaudit.errors import ParameterError
+
+    error = ParameterError(
+        "resume: /runs/resume/out.pt does not exist; drop resume or pick another out.",
+        "resume", "resume", "out",
+    )  # fmt: skip
+    assert error.parameters == ("resume", "out")
+    assert error.for_cli() == (
+        "--resume: /runs/resume/out.pt does not exist; drop --resume or pick another --out."
+    )
+
+
+def _pickled_module(tmp_path):
+    import torch
+
+    from tests.test_attacks import ToyDetector
+
+    torch.save(ToyDetector(), tmp_path / "m.pt")
+    return pgaudit.load_detector(str(tmp_path / "m.pt"))
+
+
+def _cuda_here(tmp_path):
+    from pgaudit.devices import resolve_device
+
+    return resolve_device("cuda:7")
+
+
+def _unknown_suite(tmp_path):
+    from pgaudit.attacks.suites import build_suite
+
+    return build_suite("fast")
+
+
+@pytest.mark.parametrize(
+    ("call", "cli_words"),
+    [
+        (_pickled_module, "pass --trust-pickle only if"),
+        (_cuda_here, "--device cuda:7: no CUDA GPU is available here; use --device cpu."),
+        (_unknown_suite, "--suite 'fast' is unknown"),
+    ],
+)
+def test_library_errors_name_parameters_not_flags(call, cli_words, tmp_path, monkeypatch):
+    """The API never words an error with a CLI flag; the CLI's wording comes from for_cli."""
+    from pgaudit.errors import ParameterError
+
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    with pytest.raises(ParameterError) as info:
+        call(tmp_path)
+    assert "--" not in str(info.value)
+    assert cli_words in info.value.for_cli()

@@ -32,7 +32,7 @@ from pgaudit.attacks.runner import run_audit as _run_audit
 from pgaudit.attacks.suites import AttackSpec, Suite, build_suite, l2_eps
 from pgaudit.attacks.testset import stratified_subset
 from pgaudit.data.grid import mask_to_grid
-from pgaudit.errors import PgauditError
+from pgaudit.errors import ParameterError, PgauditError
 from pgaudit.models.adapters import as_detector
 from pgaudit.models.detector import DetectorOutput, smooth_upsample, topk_mean
 from pgaudit.results import load_results
@@ -594,7 +594,7 @@ def test_suite_overrides():
     for kwargs in ({"objective": "pixels"}, {"steps": 0}, {"restarts": 0}):
         with pytest.raises(PgauditError):
             build_suite("quick", **kwargs)
-    with pytest.raises(PgauditError, match="--suite"):
+    with pytest.raises(ParameterError, match="^suite 'huge' is unknown"):
         build_suite("huge")
 
 

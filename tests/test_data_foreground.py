@@ -11,7 +11,7 @@ from PIL import Image
 from pgaudit.data import open_category
 from pgaudit.data.foreground import estimate_foreground_masks, mask_iou
 from pgaudit.data.images import mask_array
-from pgaudit.errors import PgauditError
+from pgaudit.errors import ParameterError
 
 
 def _without_foreground(src, dst):
@@ -68,8 +68,9 @@ def test_existing_masks_are_not_overwritten(synth_root, tmp_path, run_cli):
     shutil.copytree(synth_root / "widget", tmp_path / "widget")
     fg_dir = tmp_path / "widget" / "train" / "foreground_mask"
     before = (fg_dir / "000.png").read_bytes()
-    with pytest.raises(PgauditError, match="--overwrite"):
+    with pytest.raises(ParameterError, match="pass overwrite to replace them") as info:
         estimate_foreground_masks(open_category(tmp_path / "widget"))
+    assert info.value.parameters == ("overwrite",)  # the API names its parameter, the CLI its flag
     result = run_cli("masks", tmp_path / "widget")
     assert result.exit_code == 2
     assert str(fg_dir) in result.stderr.replace("\n", "") and "--overwrite" in result.stderr

@@ -14,7 +14,7 @@ from PIL import Image
 
 from pgaudit.data import detect_layout, open_categories, open_category
 from pgaudit.data.records import Sample
-from pgaudit.errors import PgauditError
+from pgaudit.errors import ParameterError, PgauditError
 
 
 def _png_bytes() -> bytes:
@@ -95,8 +95,9 @@ def test_root_with_several_categories(categories, train):
         assert all(len(c.train) == train and len(c.test) == 2 for c in opened)
         chosen = sorted(categories)[-1]
         assert open_category(root, chosen).name == chosen
-        with pytest.raises(PgauditError, match="--category") as info:
+        with pytest.raises(ParameterError, match="choose one with category") as info:
             open_category(root)
+        assert info.value.for_cli().endswith("choose one with --category.")
         assert all(name in str(info.value) for name in categories)
 
 
@@ -232,5 +233,5 @@ def test_unknown_category_lists_the_choices(tmp_path):
 def test_category_option_on_a_single_category_is_an_error(tmp_path):
     make_mvtec(tmp_path / "a", 1, {"good": 1}, False, False)
     assert open_category(tmp_path / "a", "a").name == "a"
-    with pytest.raises(PgauditError, match="drop --category"):
+    with pytest.raises(ParameterError, match="drop category 'b'"):
         open_category(tmp_path / "a", "b")

@@ -15,7 +15,7 @@ from pgaudit.data.synth import (
     make_defect,
     make_synthetic_dataset,
 )
-from pgaudit.errors import PgauditError
+from pgaudit.errors import ParameterError, PgauditError
 
 
 @pytest.mark.parametrize("name", ["widget", "fabric"])
@@ -82,11 +82,14 @@ def test_refuses_a_non_empty_category_folder(tmp_path):
 
 @pytest.mark.parametrize(
     ("kwargs", "option"),
-    [({"size": 8}, "--size"), ({"n_train": 0}, "--n-train"), ({"n_test": 1}, "--n-test")],
+    [({"size": 8}, "--size 8"), ({"n_train": 0}, "--n-train 0"), ({"n_test": 1}, "--n-test 1")],
 )
 def test_bad_options(tmp_path, kwargs, option):
-    with pytest.raises(PgauditError, match=option):
+    """The API names the parameter; the CLI (for_cli) the option."""
+    with pytest.raises(ParameterError) as info:
         make_synthetic_dataset(tmp_path, **kwargs)
+    assert str(info.value).startswith(option.lstrip("-").replace("-", "_"))
+    assert info.value.for_cli().startswith(option)
 
 
 def test_cli_synth_then_check(tmp_path, run_cli):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pgaudit.data.grid import mask_to_grid
-from pgaudit.errors import PgauditError
+from pgaudit.errors import ParameterError, PgauditError
 from pgaudit.models import backbones
 from pgaudit.models.adapters import as_detector
 from pgaudit.models.checkpoint import (
@@ -140,7 +140,7 @@ class _Boom:
 def test_pickle_with_code_is_refused(tmp_path, capsys):
     path = tmp_path / "evil.pt"
     torch.save({"x": _Boom()}, path, pickle_module=pickle)
-    with pytest.raises(PgauditError, match="--trust-pickle"):
+    with pytest.raises(ParameterError, match="pass trust_pickle only if"):
         load_checkpoint(path)
     assert "side effect" not in capsys.readouterr().out
 

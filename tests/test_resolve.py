@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from pgaudit.errors import PgauditError
+from pgaudit.errors import ParameterError, PgauditError
 from pgaudit.models.checkpoint import fingerprint, save_checkpoint
 from pgaudit.models.detector import topk_mean
 from pgaudit.models.patchguard import PatchGuard
@@ -79,7 +79,7 @@ def test_official_state_dict(tmp_path, backbone, feature_blocks, extra):
     assert loaded.card["official"]["inferred"]["depth"] == 2
     _same_logits(model, loaded.detector, 56)
 
-    with pytest.raises(PgauditError, match=r"--image-size 64: .* 56 px"):
+    with pytest.raises(ParameterError, match=r"^image_size 64: .* 56 px; drop image_size"):
         load_detector(path, image_size=64)
 
 
@@ -180,7 +180,7 @@ def test_dict_image_score_is_used_and_differentiable(user_module):
     [
         ("two", r"returned a tensor of shape \[2, 2, 4, 4\] .* \[B,h,w\]"),
         ("listed", r"returned a list, but a detector must return anomaly logits"),
-        ("unsized", r"no integer `image_size` attribute: pass --image-size"),
+        ("unsized", r"no integer image size attribute: pass image_size"),
         ("not_a_module", r"returned a int, but it must return a torch.nn.Module"),
         ("missing", r"has no attribute 'missing'"),
     ],
@@ -224,7 +224,7 @@ def test_torchscript(tmp_path):
     module = nn.Conv2d(3, 1, 4, stride=4)
     path = tmp_path / "detector.pt"
     torch.jit.save(torch.jit.trace(module, torch.rand(1, 3, 16, 16)), str(path))
-    with pytest.raises(PgauditError, match="--image-size"):  # no Python attributes survive
+    with pytest.raises(ParameterError, match="pass image_size"):  # no Python attributes survive
         load_detector(path)
     loaded = load_detector(path, image_size=16)
     assert loaded.kind == "torchscript" and loaded.card["patch_grid"] == [4, 4]
@@ -238,7 +238,7 @@ def test_pickled_module_needs_trust_pickle(tmp_path):
     module.image_size = 16
     path = tmp_path / "whole.pt"
     torch.save(module, path)
-    with pytest.raises(PgauditError, match="--trust-pickle"):
+    with pytest.raises(ParameterError, match="pass trust_pickle only if"):
         load_detector(path)
     loaded = load_detector(path, trust_pickle=True)
     assert loaded.kind == "pickle" and loaded.card["patch_grid"] == [4, 4]
@@ -260,7 +260,7 @@ def test_malicious_pickle_is_not_executed(tmp_path, writer):
         torch.save({"weights": _Malicious(marker)}, path)
     else:
         path.write_bytes(pickle.dumps(_Malicious(marker)))
-    with pytest.raises(PgauditError, match="--trust-pickle") as info:
+    with pytest.raises(ParameterError, match="trust_pickle only if") as info:
         load_detector(path)
     assert not marker.exists()
     assert "\n" not in str(info.value)
@@ -278,7 +278,7 @@ def test_unknown_layout_lists_accepted_kinds(tmp_path):
 
 
 def test_backbone_only_for_official(tmp_path, user_module):
-    with pytest.raises(PgauditError, match="--backbone .* only applies"):
+    with pytest.raises(ParameterError, match="^backbone .* only applies .*; drop backbone"):
         load_detector(f"{user_module}:chan", backbone="vit_small_patch16_224")
 
 

@@ -14,7 +14,7 @@ from small_models import SMALL
 from pgaudit.data.layouts import open_category
 from pgaudit.data.records import Category, Sample
 from pgaudit.data.synth import make_synthetic_dataset
-from pgaudit.errors import PgauditError
+from pgaudit.errors import ParameterError, PgauditError
 from pgaudit.models.checkpoint import load_checkpoint, read_torch_file
 from pgaudit.models.patchguard import PatchGuard
 from pgaudit.models.presets import PatchGuardConfig, TrainConfig
@@ -131,7 +131,7 @@ def test_resume_after_interruption_gives_the_same_weights(widget, tmp_path, carr
     assert meta["training"]["epochs_done"] == 3
     with pytest.raises(PgauditError, match="no saved training state"):
         harden(_model(), data, recipe, out=tmp_path / "b.pt", device="cpu", resume=True)
-    with pytest.raises(PgauditError, match="nothing to resume"):
+    with pytest.raises(ParameterError, match="no run to continue; drop resume"):
         harden(_model(), data, RECIPE, out=tmp_path / "none.pt", device="cpu", resume=True)
 
 
@@ -179,7 +179,7 @@ def test_cli_train_clean_and_errors(widget, run_cli, tmp_path, monkeypatch) -> N
     assert log_path(out).read_text().count("\n") == 1
     assert json.loads(log_path(out).read_text())["eps"] == 0.0  # no attack in a clean run
     res = run_cli("harden", out, widget.root, "--out", tmp_path / "h.pt", "--resume")
-    assert res.exit_code == 2 and "nothing to resume" in res.stderr
+    assert res.exit_code == 2 and "no run to continue; drop --resume to start" in res.stderr
     res = run_cli("harden", "patchguard", widget.root, "--eps", "eight")
     assert res.exit_code == 2 and "--eps" in res.stderr
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

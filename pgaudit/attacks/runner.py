@@ -401,11 +401,12 @@ def run_audit(
     test = prepare_test_set(category_or_dataset, image_size, max_images, seed)
     workers, n_batches = distributed.world_size(), -(-len(test) // batch_size)
     if workers > n_batches:
-        raise PgauditError(
-            f"--nproc {workers}: the {len(test)} test images make {n_batches} batch(es) of "
-            f"--batch-size {batch_size} but every worker needs one; use a smaller --batch-size or "
-            "fewer workers."
-        )
+        raise ParameterError(
+            f"nproc {workers}: the {len(test)} test images make {n_batches} batch(es) of "
+            f"batch_size {batch_size} but every worker needs one; use a smaller batch_size or "
+            "fewer workers.",
+            "nproc", "batch_size", "batch_size",
+        )  # fmt: skip
     main = distributed.is_main()
     durations = {"prepare": time.perf_counter() - t_start}
 

@@ -71,7 +71,7 @@ MEANINGS: dict[str, str] = {
     ),
     "convergence": (
         "doubling the steps or restarts should barely change robust AUROC; otherwise the attack "
-        "has not converged and the robust numbers are optimistic (raise --steps / --restarts)"
+        "has not converged and the robust numbers are optimistic (raise the attack steps or restarts)"
     ),
     "monotone-in-eps": (
         "a larger budget must not give a higher robust AUROC (per attack and objective)"

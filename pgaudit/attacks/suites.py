@@ -11,7 +11,7 @@ from typing import Any
 
 from pgaudit.attacks.algorithms import REGISTRY
 from pgaudit.attacks.eps import eps_label, eps_slug
-from pgaudit.errors import PgauditError
+from pgaudit.errors import ParameterError
 from pgaudit.results import AttackResult, AttackSettings, SuiteInfo
 
 SUITES: tuple[str, ...] = ("quick", "standard", "full")
@@ -221,15 +221,18 @@ def build_suite(
     step; ``restarts`` replaces the restart count of PGD, AutoPGD and Square.
     """
     if name not in SUITES:
-        raise PgauditError(f"--suite {name!r} is unknown: choose one of {', '.join(SUITES)}.")
+        raise ParameterError(
+            f"suite {name!r} is unknown: choose one of {', '.join(SUITES)}.", "suite"
+        )
     if objective not in (None, *OBJECTIVE_CHOICES):
-        raise PgauditError(
-            f"--objective {objective!r} is unknown: choose one of {', '.join(OBJECTIVE_CHOICES)}."
+        raise ParameterError(
+            f"objective {objective!r} is unknown: choose one of {', '.join(OBJECTIVE_CHOICES)}.",
+            "objective",
         )
     if steps is not None and steps < 1:
-        raise PgauditError(f"--steps {steps} must be at least 1.")
+        raise ParameterError(f"steps {steps} must be at least 1.", "steps")
     if restarts is not None and restarts < 1:
-        raise PgauditError(f"--restarts {restarts} must be at least 1.")
+        raise ParameterError(f"restarts {restarts} must be at least 1.", "restarts")
     eps_list = tuple(sorted(eps)) if eps else None
     headline = max(eps_list) if eps_list else HEADLINE_EPS
 

@@ -128,3 +128,43 @@ def check_category(category: Category) -> CheckReport:
         problems=problems,
         warnings=warnings,
     )
+
+
+@dataclass
+class DatasetCheck:
+    """What :func:`check_dataset` found: per category (in order) its report, or the error that
+    kept it from being read."""
+
+    path: Path
+    results: list[CheckReport | PgauditError]
+
+    @property
+    def problems(self) -> list[str]:
+        out: list[str] = []
+        for result in self.results:
+            out += [str(result)] if isinstance(result, PgauditError) else result.problems
+        return out
+
+    def raise_if_unusable(self) -> None:
+        """A PgauditError with the one problem, or the count and the first one."""
+        problems = self.problems
+        if len(problems) == 1:
+            raise PgauditError(problems[0])
+        if problems:
+            raise PgauditError(
+                f"{self.path}: {len(problems)} problems (listed above, the first: {problems[0]}); "
+                "fix them and run `pgaudit data check` again."
+            )
+
+
+def check_dataset(path: Path, category: str | None = None) -> DatasetCheck:
+    """:func:`check_category` on every category at ``path`` (or only ``category``)."""
+    from pgaudit.data.layouts import select_categories
+
+    results: list[CheckReport | PgauditError] = []
+    for ref in select_categories(path, category):
+        try:
+            results.append(check_category(ref.read()))
+        except PgauditError as exc:
+            results.append(exc)
+    return DatasetCheck(path, results)

@@ -22,6 +22,7 @@ non-PNG images), where the layout readers find them.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from scipy import ndimage
 
 from pgaudit.data.images import image_array, save_mask
 from pgaudit.data.records import Category, Sample
-from pgaudit.errors import PgauditError
+from pgaudit.errors import ParameterError, PgauditError
 
 METHODS = ("auto", "background", "border", "full")
 WORK_SIDE = 256
@@ -49,6 +50,15 @@ class ForegroundReport:
     reason: str
     written: list[Path] = field(default_factory=list)
     mean_coverage: float = 0.0  # mean share of foreground pixels
+    folder: Path | None = None  # where the masks went
+
+    def describe(self) -> str:
+        """One line: the method (and why, for auto), what was written where, the coverage."""
+        chosen = f"{self.method} (auto: {self.reason})" if self.requested == "auto" else self.method
+        return (
+            f"{self.category}: method {chosen}; wrote {len(self.written)} masks to "
+            f"{self.folder} (mean foreground {self.mean_coverage:.0%})"
+        )
 
 
 def _work_image(path: Path) -> tuple[np.ndarray, tuple[int, int]]:
@@ -185,9 +195,10 @@ def refuse_existing(category: Category) -> None:
     """Raise PgauditError when any foreground mask that would be written already exists."""
     existing = [t for s in category.train if (t := _target(category, s)).exists()]
     if existing:
-        raise PgauditError(
+        raise ParameterError(
             f"{category.foreground_dir}: {len(existing)} foreground mask(s) already exist; "
-            "pass --overwrite to replace them."
+            "pass overwrite to replace them.",
+            "overwrite",
         )
 
 
@@ -196,7 +207,9 @@ def estimate_foreground_masks(
 ) -> ForegroundReport:
     """Estimate and write foreground masks for the training images of ``category``."""
     if method not in METHODS:
-        raise PgauditError(f"--method {method}: unknown method; use one of {', '.join(METHODS)}.")
+        raise ParameterError(
+            f"method {method}: unknown method; use one of {', '.join(METHODS)}.", "method"
+        )
     if not category.train:
         raise PgauditError(f"{category.root}: no training images; nothing to mask.")
     if not overwrite:
@@ -212,9 +225,10 @@ def estimate_foreground_masks(
     if method == "background":
         shapes = {arr.shape for arr, _ in images}
         if len(shapes) != 1:
-            raise PgauditError(
-                f"{category.root}: --method background needs training images of one size; "
-                "use --method border instead."
+            raise ParameterError(
+                f"{category.root}: method background needs training images of one size; "
+                "use border instead.",
+                "method",
             )
         median = np.median(np.stack([arr for arr, _ in images]), axis=0)
     coverage = []
@@ -230,8 +244,29 @@ def estimate_foreground_masks(
         coverage.append(float(mask.mean()))
         save_mask(target, _resize_mask(mask, native))
     return ForegroundReport(
-        category.name, requested, method, reason, targets, float(np.mean(coverage))
-    )
+        category.name, requested, method, reason, targets, float(np.mean(coverage)),
+        category.foreground_dir,
+    )  # fmt: skip
+
+
+def estimate_dataset_masks(
+    path: Path, category: str | None = None, method: str = "auto", overwrite: bool = False
+) -> Iterator[ForegroundReport]:
+    """:func:`estimate_foreground_masks` on every category at ``path`` (or only ``category``),
+    one report each as it is written; without ``overwrite`` existing masks in any of them are
+    refused before anything is written."""
+    from pgaudit.data.layouts import open_categories
+
+    if method not in METHODS:
+        raise ParameterError(
+            f"method {method}: unknown method; use one of {', '.join(METHODS)}.", "method"
+        )
+    categories = open_categories(path, category)
+    if not overwrite:
+        for cat in categories:
+            refuse_existing(cat)
+    for cat in categories:
+        yield estimate_foreground_masks(cat, method=method, overwrite=overwrite)
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from pgaudit.data.images import IMAGE_SUFFIXES, is_image_file
 from pgaudit.data.records import LAYOUTS, Category, Sample
-from pgaudit.errors import PgauditError
+from pgaudit.errors import ParameterError, PgauditError
 
 MPDD_CATEGORIES = frozenset(
     {"bracket_black", "bracket_brown", "bracket_white", "connector", "metal_plate", "tubes"}
@@ -344,14 +344,17 @@ def select_categories(path: Path, category: str | None = None) -> list[CategoryR
     if not is_root:
         if category == refs[0].name:
             return refs
-        raise PgauditError(
+        raise ParameterError(
             f"{path}: is the single category {refs[0].name!r}, not a dataset root; "
-            f"drop --category {category} or pass the root folder."
+            f"drop category {category!r} or pass the root folder.",
+            "category",
         )
     chosen = [r for r in refs if r.name == category]
     if not chosen:
         names = ", ".join(r.name for r in refs)
-        raise PgauditError(f"{path}: no category {category!r}; choose --category from: {names}.")
+        raise ParameterError(
+            f"{path}: has no category {category!r}; choose category from: {names}.", "category"
+        )
     return chosen
 
 
@@ -365,7 +368,7 @@ def open_category(path: Path, category: str | None = None) -> Category:
     refs = select_categories(path, category)
     if len(refs) > 1:
         names = ", ".join(r.name for r in refs)
-        raise PgauditError(
-            f"{path}: holds several categories ({names}); choose one with --category NAME."
+        raise ParameterError(
+            f"{path}: holds several categories ({names}); choose one with category.", "category"
         )
     return refs[0].read()

@@ -27,7 +27,7 @@ from PIL import Image
 from scipy import ndimage
 
 from pgaudit.data.images import save_mask
-from pgaudit.errors import PgauditError
+from pgaudit.errors import ParameterError, PgauditError
 
 CATEGORIES = ("widget", "fabric")
 DEFECT_TYPES = ("scratch", "stain", "hole", "crack")
@@ -300,11 +300,13 @@ def make_synthetic_dataset(
     """
     out = Path(out).expanduser()
     if size < 32:
-        raise PgauditError(f"--size {size}: too small for visible defects; use 32 or more.")
+        raise ParameterError(f"size {size}: too small for visible defects; use 32 or more.", "size")
     if n_train < 1:
-        raise PgauditError(f"--n-train {n_train}: need at least one training image.")
+        raise ParameterError(f"n_train {n_train}: need at least one training image.", "n_train")
     if n_test < 2:
-        raise PgauditError(f"--n-test {n_test}: need at least 2 test images (normal + defective).")
+        raise ParameterError(
+            f"n_test {n_test}: need at least 2 test images (normal + defective).", "n_test"
+        )
     unknown = [c for c in categories if c not in RENDERERS]
     if unknown:
         raise PgauditError(

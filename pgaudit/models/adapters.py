@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pgaudit.errors import PgauditError
+from pgaudit.errors import ParameterError, PgauditError
 from pgaudit.models.detector import (
     DEFAULT_MAP_RULE,
     DEFAULT_TOP_K,
@@ -130,9 +130,10 @@ def resolve_image_size(module: nn.Module, image_size: int | None, name: str) -> 
     if isinstance(image_size, (tuple, list)) and len(set(image_size)) == 1:
         image_size = image_size[0]
     if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 1:
-        raise PgauditError(
-            f"{name} has no integer `image_size` attribute: pass --image-size PIXELS (the square "
-            "input side it expects)."
+        raise ParameterError(
+            f"{name} has no integer image size attribute: pass image_size (the square input "
+            "side it expects, in pixels).",
+            "image_size",
         )
     return image_size
 
@@ -269,10 +270,11 @@ def probe(detector: Detector, name: str, device: str | torch.device = "cpu") -> 
     except PgauditError:
         raise
     except Exception as exc:  # the user's forward failed on a valid input
-        raise PgauditError(
+        raise ParameterError(
             f"{name} failed on a batch [2, 3, {size}, {size}] ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0][:160] if str(exc) else ''}); check --image-size and that "
-            "it accepts images in [0, 1]."
+            f"{str(exc).splitlines()[0][:160] if str(exc) else ''}); check image_size and that "
+            "it accepts images in [0, 1].",
+            "image_size",
         ) from None
     if not isinstance(logits, Tensor) or logits.ndim != 3 or logits.shape[0] != 2:
         raise _bad_output(name, _describe(logits))

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from pgaudit import __version__
-from pgaudit.errors import PgauditError
+from pgaudit.errors import ParameterError, PgauditError
 from pgaudit.models.autoencoder import Autoencoder, AutoencoderConfig, fit_autoencoder
 from pgaudit.models.checkpoint import FORMAT, write_payload
 from pgaudit.models.patchcore import SAMPLERS, PatchCore, PatchCoreConfig, fit_patchcore
@@ -89,11 +89,17 @@ def fit_baseline(
     if kind not in BASELINES:
         raise PgauditError(f"baseline {kind!r}: unknown; choose one of {', '.join(BASELINES)}.")
     if not 0 < coreset <= 1:
-        raise PgauditError(f"--coreset {coreset}: must be a fraction in (0, 1], e.g. 0.1.")
+        raise ParameterError(
+            f"coreset {coreset}: must be a fraction in (0, 1], e.g. 0.1.", "coreset"
+        )
     if sampler not in SAMPLERS:
-        raise PgauditError(f"--sampler {sampler!r}: choose one of {', '.join(SAMPLERS)}.")
+        raise ParameterError(
+            f"sampler {sampler!r}: choose one of {', '.join(SAMPLERS)}.", "sampler"
+        )
     if image_size < 16 or image_size % 16:
-        raise PgauditError(f"--image-size {image_size}: use a multiple of 16, e.g. 128.")
+        raise ParameterError(
+            f"image_size {image_size}: use a multiple of 16, e.g. 128.", "image_size"
+        )
     cat = open_category(Path(data), category)
     samples = cat.train[:max_train] if max_train else cat.train
     if not samples:
@@ -122,3 +128,16 @@ def fit_baseline(
     training["seconds"] = round(time.perf_counter() - start, 2)
     path = save_baseline(out, kind, model, training)
     return path, training
+
+
+def describe_fit(kind: str, path: Path, summary: dict[str, Any], image_size: int) -> str:
+    """One line on what :func:`fit_baseline` saved (its ``path`` and ``summary``)."""
+    extra = (
+        f"memory bank {summary['memory_bank']} features"
+        if kind == "patchcore"
+        else f"final loss {summary['final_loss']:.4f}"
+    )
+    return (
+        f"{path}: {kind} on {summary['category']} ({summary['train_images']} images, "
+        f"{image_size} px), {extra}, {summary['seconds']:.1f} s"
+    )

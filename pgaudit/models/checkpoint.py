@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from pgaudit import __version__
-from pgaudit.errors import PgauditError
+from pgaudit.errors import ParameterError, PgauditError
 from pgaudit.models.detector import Detector
 from pgaudit.models.patchguard import PatchGuard
 from pgaudit.models.presets import PatchGuardConfig
@@ -111,15 +111,17 @@ def read_torch_file(path: str | Path, *, trust_pickle: bool = False) -> Any:
     except pickle.UnpicklingError as exc:
         wanted = _unsafe_globals(exc)
         if not wanted and not trust_pickle:  # damaged data, or pickle features beyond tensors
-            raise PgauditError(
+            raise ParameterError(
                 f"{path} is not a readable PyTorch file for the safe loader: it is damaged "
                 "(check that it was copied completely) or it is a pickle of Python objects "
-                "(pass --trust-pickle only if you trust its source)."
+                "(pass trust_pickle only if you trust its source).",
+                "trust_pickle",
             ) from None
         if not trust_pickle:
-            raise PgauditError(
+            raise ParameterError(
                 f"{path} holds more than tensors ({wanted[:160]}) and loading it "
-                "could run code from the file: pass --trust-pickle only if you trust its source."
+                "could run code from the file: pass trust_pickle only if you trust its source.",
+                "trust_pickle",
             ) from None
     except Exception as exc:  # torch raises many types (KeyError, RuntimeError, …) on damage
         detail = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
@@ -130,10 +132,11 @@ def read_torch_file(path: str | Path, *, trust_pickle: bool = False) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
-        raise PgauditError(
-            f"{path} could not be unpickled even with --trust-pickle ({type(exc).__name__}: "
+        raise ParameterError(
+            f"{path} could not be unpickled even with trust_pickle ({type(exc).__name__}: "
             f"{str(exc).splitlines()[0][:160] if str(exc) else ''}); the classes it names must "
-            "be importable (set PYTHONPATH)."
+            "be importable (set PYTHONPATH).",
+            "trust_pickle",
         ) from None
 
 

@@ -35,7 +35,7 @@ from typing import Any
 
 from torch import Tensor
 
-from pgaudit.errors import PgauditError
+from pgaudit.errors import ParameterError, PgauditError
 from pgaudit.models.patchguard import PatchGuard
 from pgaudit.models.presets import PatchGuardConfig
 
@@ -112,9 +112,10 @@ def _vit_kwargs(vit: dict[str, Tensor], path: str) -> dict[str, Any]:
         )
     fc1 = vit.get("blocks.0.mlp.fc1.weight")
     if fc1 is None:
-        raise PgauditError(
+        raise ParameterError(
             f"{path}: the ViT blocks have no mlp.fc1 (a SwiGLU or other MLP); pass its timm name "
-            "with --backbone."
+            "as backbone.",
+            "backbone",
         )
     kwargs: dict[str, Any] = {
         "patch_size": patch,
@@ -177,10 +178,12 @@ def config_from_official(
         )
     inferred_size = side * patch
     if image_size is not None and image_size != inferred_size:
-        raise PgauditError(
-            f"--image-size {image_size}: {path} was trained on a {side}x{side} grid of "
-            f"{patch}-px patches, i.e. {inferred_size} px; drop --image-size or pass "
-            f"{inferred_size}."
+        raise ParameterError(
+            f"image_size {image_size}: {path} was trained on a {side}x{side} grid of "
+            f"{patch}-px patches, i.e. {inferred_size} px; drop image_size or pass "
+            f"{inferred_size}.",
+            "image_size",
+            "image_size",
         )
     if dsc_dim % width:
         raise PgauditError(
@@ -256,9 +259,10 @@ def load_official(
     try:
         model = PatchGuard(config)
     except (RuntimeError, ValueError, TypeError) as exc:
-        raise PgauditError(
-            f"{path}: cannot build backbone {config.backbone!r} ({str(exc).splitlines()[0]}); "
-            "pass the timm name it was trained with via --backbone."
+        raise ParameterError(
+            f"{path}: cannot build the ViT {config.backbone!r} ({str(exc).splitlines()[0]}); "
+            "pass the timm name it was trained with as backbone.",
+            "backbone",
         ) from None
     state = {
         k: v
@@ -271,9 +275,10 @@ def load_official(
         notes["pos_embed"] = resampled
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise PgauditError(
-            f"{path}: the weights do not fit backbone {config.backbone!r} (missing "
-            f"{missing[:3]}, unexpected {unexpected[:3]}); pass its timm name via --backbone."
+        raise ParameterError(
+            f"{path}: the weights do not fit the ViT {config.backbone!r} (missing "
+            f"{missing[:3]}, unexpected {unexpected[:3]}); pass its timm name as backbone.",
+            "backbone",
         )
     return model.eval(), notes
 

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pgaudit.errors import PgauditError
+from pgaudit.errors import ParameterError, PgauditError
 from pgaudit.models.adapters import DetectorAdapter, probe, resolve_image_size
 from pgaudit.models.checkpoint import (
     fingerprint,
@@ -112,14 +112,18 @@ def load_detector(
             "model file path or e.g. mypkg.detectors:build."
         )
     if backbone is not None and loaded.kind != "official-patchguard":
-        raise PgauditError(
-            f"--backbone {backbone}: only applies to official PatchGuard checkpoints, but "
-            f"{text} is a {loaded.kind} model; drop --backbone."
+        raise ParameterError(
+            f"backbone {backbone}: only applies to official PatchGuard checkpoints, but "
+            f"{text} is a {loaded.kind} model; drop backbone.",
+            "backbone",
+            "backbone",
         )
     if image_size is not None and int(loaded.detector.image_size) != image_size:
-        raise PgauditError(
-            f"--image-size {image_size}: {text} expects {loaded.detector.image_size} px; drop "
-            "--image-size."
+        raise ParameterError(
+            f"image_size {image_size}: {text} expects {loaded.detector.image_size} px; drop "
+            "image_size.",
+            "image_size",
+            "image_size",
         )
     loaded.detector.to(device).eval()
     if isinstance(loaded.detector, DetectorAdapter):  # check a user module's output early

@@ -175,6 +175,6 @@ def render_report(
         tmp.replace(out)
     except OSError as exc:
         raise PgauditError(
-            f"{out}: cannot write the report ({exc.strerror}); choose another --out path."
+            f"{out}: cannot write the report ({exc.strerror}); choose another output path."
         ) from None
     return out

@@ -28,8 +28,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from pgaudit.devices import resolve_device
-from pgaudit.errors import PgauditError
+from pgaudit.devices import NO_GPU, resolve_device
+from pgaudit.errors import ParameterError, PgauditError
 
 #: Environment variables torchrun sets in every worker.
 WORKER_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
@@ -77,35 +77,39 @@ def check_launch(nproc: int, device: str, *, batch_size: int | None = None) -> N
     """Refuse a ``--nproc`` that cannot run here (before any worker starts); a training
     ``batch_size`` must split evenly among the processes."""
     if nproc < 1:
-        raise PgauditError(f"--nproc {nproc} must be at least 1.")
+        raise ParameterError(f"nproc {nproc} must be at least 1.", "nproc")
     if nproc > 1 and batch_size is not None and batch_size % nproc:
-        raise PgauditError(
-            f"--batch-size {batch_size} cannot be split evenly among --nproc {nproc} training "
-            f"processes; use a multiple of {nproc}."
-        )
+        raise ParameterError(
+            f"batch_size {batch_size} cannot be split evenly among nproc {nproc} training "
+            f"processes; use a multiple of {nproc}.",
+            "batch_size", "nproc",
+        )  # fmt: skip
     if launched() and nproc > 1:
-        raise PgauditError(
-            f"--nproc {nproc}: this process was already started by torchrun, which chose the "
-            "number of workers; drop --nproc."
-        )
+        raise ParameterError(
+            f"nproc {nproc}: this process was already started by torchrun, which chose the "
+            "number of workers; drop nproc.",
+            "nproc", "nproc",
+        )  # fmt: skip
     if nproc == 1:
         return
     if device.startswith("cuda:"):
-        raise PgauditError(
-            f"--device {device} pins one GPU, but --nproc {nproc} starts several workers: use "
-            "--device cuda (worker i takes cuda:i)."
-        )
+        raise ParameterError(
+            f"device {device} pins one GPU, but nproc {nproc} starts several workers: use "
+            "device cuda (worker i takes cuda:i).",
+            "device", "nproc", "device",
+        )  # fmt: skip
     if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
         count = torch.cuda.device_count()
         if count == 0:
-            raise PgauditError("--device cuda: no CUDA device is available here; use --device cpu.")
+            raise ParameterError(NO_GPU.format(device="cuda"), "device", "device")
         if nproc > count:
-            raise PgauditError(
-                f"--nproc {nproc}: this machine has {count} CUDA device(s), one per worker; use "
-                f"--nproc {count} or less (or --device cpu)."
-            )
+            raise ParameterError(
+                f"nproc {nproc}: this machine has {count} GPU(s), one per worker; use "
+                f"nproc {count} or less (or device cpu).",
+                "nproc", "nproc", "device",
+            )  # fmt: skip
     elif device not in ("cpu", "auto"):
-        raise PgauditError(f"--device {device!r} is not known: use auto, cpu or cuda.")
+        raise ParameterError(f"device {device!r} is not known: use auto, cpu or cuda.", "device")
 
 
 def without_option(args: Sequence[str], option: str) -> list[str]:
@@ -176,9 +180,10 @@ def launch(args: Sequence[str], nproc: int) -> None:
         first_rank, first = exc.get_first_failure()
         if first.exitcode == PgauditError.exit_code:  # a user error, printed by rank 0
             raise SystemExit(first.exitcode) from None
-        raise PgauditError(
-            f"--nproc {nproc}: worker {first_rank} failed with exit code {first.exitcode} (its "
-            "traceback is above); fix the cause and run the command again."
+        raise ParameterError(
+            f"nproc {nproc}: worker {first_rank} failed with exit code {first.exitcode} (its "
+            "traceback is above); fix the cause and run the command again.",
+            "nproc",
         ) from None
 
 
@@ -191,26 +196,26 @@ def worker_device(device: str) -> torch.device:
     if device == "cpu":
         return torch.device("cpu")
     if device not in ("auto", "cuda") and not device.startswith("cuda:"):
-        raise PgauditError(f"--device {device!r} is not known: use auto, cpu or cuda.")
+        raise ParameterError(f"device {device!r} is not known: use auto, cpu or cuda.", "device")
     if not torch.cuda.is_available():
         if device == "auto":
             return torch.device("cpu")
-        raise PgauditError(
-            f"--device {device}: no CUDA device is available here; use --device cpu."
-        )
+        raise ParameterError(NO_GPU.format(device=device), "device", "device")
     workers_here = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
     if device.startswith("cuda:"):
         if workers_here > 1 and torch.device(device).index != local_rank():
-            raise PgauditError(
-                f"--device {device} pins one GPU, but {workers_here} workers run on this machine: "
-                "use --device cuda (worker i takes cuda:i)."
-            )
+            raise ParameterError(
+                f"device {device} pins one GPU, but {workers_here} workers run on this machine: "
+                "use device cuda (worker i takes cuda:i).",
+                "device", "device",
+            )  # fmt: skip
         return torch.device(device)
     index, count = local_rank(), torch.cuda.device_count()
     if index >= count:
-        raise PgauditError(
-            f"--device {device}: worker {index} on this machine has no GPU of its own ({count} "
-            f"CUDA device(s)); start at most {count} workers per machine."
+        raise ParameterError(
+            f"device {device}: worker {index} on this machine has no GPU of its own ({count} "
+            f"GPU(s)); start at most {count} workers per machine.",
+            "device",
         )
     return torch.device("cuda", index)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from torch import Tensor, nn
 
-from pgaudit.errors import PgauditError
+from pgaudit.errors import ParameterError, PgauditError
 from pgaudit.models.checkpoint import read_torch_file
 
 _PREFIXES = ("feature_extractor.pretrained_model.", "module.", "model.", "backbone.")
@@ -22,10 +22,11 @@ _HEAD_KEYS = ("head.", "fc_norm.", "head_drop.")
 def _vit_of(model: nn.Module, option: str) -> nn.Module:
     vit = getattr(getattr(model, "feature_extractor", None), "pretrained_model", None)
     if vit is None:
-        raise PgauditError(
+        raise ParameterError(
             f"{option}: this model has no timm ViT backbone to load into (the lite preset loads "
-            "its own EfficientNet weights); drop the option or use a ViT preset."
-        )
+            f"its own EfficientNet weights); drop {option} or use a ViT preset.",
+            option, option,
+        )  # fmt: skip
     return vit
 
 
@@ -65,7 +66,7 @@ def load_backbone_weights(model: nn.Module, path: str | Path) -> list[str]:
     from timm.models.vision_transformer import checkpoint_filter_fn
 
     path = Path(path)
-    vit = _vit_of(model, "--backbone-weights")
+    vit = _vit_of(model, "backbone_weights")
     state = _strip(read_state_dict(path))
     notes = []
     own = vit.state_dict()
@@ -108,7 +109,7 @@ def load_hub_weights(model: nn.Module, name: str) -> None:
     """Load timm hub weights for ``name`` (needs the internet or a filled cache)."""
     import timm
 
-    vit = _vit_of(model, "--pretrained")
+    vit = _vit_of(model, "pretrained")
     offline = "no network" if not _hub_reachable() else None
     try:
         if offline:
@@ -123,16 +124,18 @@ def load_hub_weights(model: nn.Module, name: str) -> None:
             depth=len(vit.blocks),
         )
     except Exception as exc:  # offline: connection/HF errors of many kinds
-        raise PgauditError(
-            f"--pretrained: hub weights cannot be downloaded here ({type(exc).__name__}); "
-            "pass --backbone-weights FILE with a local copy."
-        ) from None
+        raise ParameterError(
+            f"pretrained: hub weights cannot be downloaded here ({type(exc).__name__}); "
+            "pass backbone_weights with a local copy.",
+            "pretrained", "backbone_weights",
+        ) from None  # fmt: skip
     missing, unexpected = vit.load_state_dict(hub.state_dict(), strict=False)
     if missing or unexpected:
-        raise PgauditError(
-            f"--pretrained: the hub weights of {name} do not fit this backbone; use "
-            "--backbone-weights FILE."
-        )
+        raise ParameterError(
+            f"pretrained: the hub weights of {name} do not fit this backbone; use "
+            "backbone_weights with a local file.",
+            "pretrained", "backbone_weights",
+        )  # fmt: skip
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:

@@ -250,16 +250,18 @@ def train_step(
 
 def _resume_state(out: Path) -> dict[str, Any]:
     if not out.exists():
-        raise PgauditError(
-            f"--resume: {out} does not exist, so there is nothing to resume; "
-            "drop --resume to start a new run."
-        )
+        raise ParameterError(
+            f"resume: {out} does not exist, so there is no run to continue; "
+            "drop resume to start a new one.",
+            "resume", "resume",
+        )  # fmt: skip
     payload = read_torch_file(out)
     if not is_pgaudit_checkpoint(payload) or "resume" not in payload:
-        raise PgauditError(
-            f"--resume: {out} holds no saved training state (the run finished or it was not "
-            "written by harden); drop --resume to start a new run, or pick another --out."
-        )
+        raise ParameterError(
+            f"resume: {out} holds no saved training state (the run finished or it was not "
+            "written by harden); drop resume to start a new run, or pick another out.",
+            "resume", "resume", "out",
+        )  # fmt: skip
     return payload
 
 
@@ -331,10 +333,11 @@ def harden(
         try:
             model.load_state_dict(saved.get("model_state", payload["state_dict"]))
         except RuntimeError:
-            raise PgauditError(
-                f"--resume: {out_path} was written for another model; pass the same MODEL or "
-                "drop --resume."
-            ) from None
+            raise ParameterError(
+                f"resume: {out_path} was written for another model; pass the same model or "
+                "drop resume.",
+                "resume", "model", "resume",
+            ) from None  # fmt: skip
 
     model.to(dev)
     if hasattr(model, "config"):  # record the recipe actually used in the checkpoint

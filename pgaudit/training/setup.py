@@ -60,7 +60,10 @@ def trainable_model(
         start = start_from_loaded(load_detector(spec), spec, preset)
         model, config, source, notes = start.model, start.config, start.source, start.notes
     if backbone_weights is not None and pretrained:
-        raise PgauditError("--pretrained and --backbone-weights exclude each other: pass one.")
+        raise ParameterError(
+            "pretrained and backbone_weights exclude each other: pass one.",
+            "pretrained", "backbone_weights",
+        )  # fmt: skip
     if backbone_weights is not None:
         notes += load_backbone_weights(model, backbone_weights)
         notes.append(f"backbone weights from {backbone_weights}")
@@ -94,7 +97,7 @@ def start_from_loaded(
         config = get_preset(preset or "tiny")
         source = f"Python detector {loaded.name}; recipe of preset {config.name}"
     if preset is not None and preset != config.name:
-        notes.append(f"--preset {preset} ignored: the architecture comes from {spec}")
+        notes.append(f"preset {preset!r} ignored: the architecture comes from {spec}")
     return StartingModel(model=model.train(), config=config, source=source, notes=notes)
 
 
@@ -104,9 +107,10 @@ def resumed_model(out: str | Path) -> nn.Module:
 
     payload = read_torch_file(out)
     if not is_pgaudit_checkpoint(payload):
-        raise PgauditError(
-            f"--resume: {out} is not a pgaudit checkpoint; drop --resume or pick another --out."
-        )
+        raise ParameterError(
+            f"resume: {out} is not a pgaudit checkpoint; drop resume or pick another out.",
+            "resume", "resume", "out",
+        )  # fmt: skip
     if payload.get("kind") == "python":
         from pgaudit.models.resolve import load_detector
 
