@@ -287,6 +287,36 @@ def _progress(enabled: bool):
     )
 
 
+@dataclass
+class _Run:
+    """One hardening run: what :func:`_setup` builds and every epoch uses."""
+
+    model: nn.Module
+    trained: nn.Module  # the model, or its DistributedDataParallel wrapper
+    config: TrainConfig
+    category: Category
+    seed: int
+    dev: torch.device
+    rank: int
+    workers: int
+    share: int  # images of each global batch on this process
+    loader: Any
+    sampler: Any
+    steps_per_epoch: int
+    reg_weights: tuple[float, ...] | None
+    val_ids: list[int]
+    vset: ValidationSet | None
+    ema: WeightAverage | None
+    judged: nn.Module  # what validation scores (a copy holding the EMA weights, or the model)
+    selection: Selection | None
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    bank: PerturbationBank | None
+    clean_phase: int  # epochs trained clean before the adversarial ones
+    history: list[dict[str, Any]] = field(default_factory=list)
+    start_epoch: int = 0
+
+
 def harden(
     model: nn.Module,
     category: Category,
@@ -306,10 +336,6 @@ def harden(
     ``resume``: continue from the state saved in ``out`` (its training settings win over
     ``train_config``). ``on_epoch`` is called with each epoch's log record after it is saved.
     """
-    config = train_config
-    dev = distributed.worker_device(device) if distributed.active() else resolve_device(device)
-    rank, workers = distributed.rank(), distributed.world_size()
-    main = rank == 0
     out_path = Path(out) if out is not None else None
     if resume and out_path is None:
         raise ParameterError("resume needs out: the checkpoint to continue from.", "resume", "out")
@@ -317,28 +343,102 @@ def harden(
         raise PgauditError(
             f"{category.root}: no training images; put normal images in train/good/."
         )
-    clean_phase = config.clean_epochs if config.adversarial else 0  # TrainConfig checked it
-
     notes: list[str] = []
     payload = _resume_state(out_path) if resume else None  # type: ignore[arg-type]
+    config = train_config
     if payload is not None:
-        saved = payload["resume"]
-        known = {f.name for f in fields(TrainConfig)}
-        saved_config = TrainConfig(**{k: v for k, v in saved["train"].items() if k in known})
-        changed = [f for f in known if getattr(saved_config, f) != getattr(config, f)]
-        if changed:
-            notes.append(f"resumed with the saved settings (ignored: {', '.join(sorted(changed))})")
-        config = saved_config
-        seed = int(saved.get("seed", seed))
-        try:
-            model.load_state_dict(saved.get("model_state", payload["state_dict"]))
-        except RuntimeError:
-            raise ParameterError(
-                f"resume: {out_path} was written for another model; pass the same model or "
-                "drop resume.",
-                "resume", "model", "resume",
-            ) from None  # fmt: skip
+        config, seed = _load_saved(model, config, seed, payload, out_path, notes)
+    run = _setup(model, category, config, seed, device, num_workers, notes)
+    if payload is not None:
+        _restore(run, payload["resume"])
+    main = run.rank == 0
+    log = log_path(out_path) if out_path is not None else None
+    if log is not None and main:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text("".join(json.dumps(rec) + "\n" for rec in run.history))
 
+    foreground = describe_foreground(category)
+    started = time.perf_counter()
+    with _progress(progress and main) as bar:
+        task = bar.add_task(
+            "harden",
+            total=(config.epochs - run.start_epoch) * run.steps_per_epoch,
+            loss=float("nan"),
+            eps=0.0,
+            val="",
+        )
+        for epoch in range(run.start_epoch, config.epochs):
+            record = _train_epoch(run, epoch, lambda **kw: bar.update(task, **kw))
+            if run.vset is not None:
+                scores = _validate_epoch(run, epoch, record)
+                bar.update(task, val="  val " + " / ".join(f"{v:.3f}" for v in scores.values()))
+            run.history.append(record)
+            if out_path is not None and main:
+                _save_epoch(run, epoch, out_path, foreground)
+                with log.open("a") as handle:  # type: ignore[union-attr]
+                    handle.write(json.dumps(record) + "\n")
+            if on_epoch is not None:
+                on_epoch(record)
+    distributed.barrier()  # no process returns before rank 0 has saved the checkpoint
+    kept = _kept_weights(run.ema, run.selection, True)
+    if kept is not None:
+        model.load_state_dict(kept)
+    model.eval()
+    return HardenResult(
+        model=model,
+        checkpoint=out_path,
+        log=log,
+        epochs=config.epochs,
+        start_epoch=run.start_epoch,
+        seconds=time.perf_counter() - started,
+        foreground=foreground,
+        device=str(run.dev),
+        train_config=config,
+        history=run.history,
+        notes=notes,
+        workers=run.workers,
+        validation=_validation_summary(run.history, run.selection, len(run.val_ids)),
+    )
+
+
+def _load_saved(
+    model: nn.Module,
+    config: TrainConfig,
+    seed: int,
+    payload: dict[str, Any],
+    out_path: Path | None,
+    notes: list[str],
+) -> tuple[TrainConfig, int]:
+    """Resume, part 1: the saved recipe and seed (they win), and the saved weights."""
+    saved = payload["resume"]
+    known = {f.name for f in fields(TrainConfig)}
+    saved_config = TrainConfig(**{k: v for k, v in saved["train"].items() if k in known})
+    changed = [f for f in known if getattr(saved_config, f) != getattr(config, f)]
+    if changed:
+        notes.append(f"resumed with the saved settings (ignored: {', '.join(sorted(changed))})")
+    try:
+        model.load_state_dict(saved.get("model_state", payload["state_dict"]))
+    except RuntimeError:
+        raise ParameterError(
+            f"resume: {out_path} was written for another model; pass the same model or "
+            "drop resume.",
+            "resume", "model", "resume",
+        ) from None  # fmt: skip
+    return saved_config, int(saved.get("seed", seed))
+
+
+def _setup(
+    model: nn.Module,
+    category: Category,
+    config: TrainConfig,
+    seed: int,
+    device: str,
+    num_workers: int,
+    notes: list[str],
+) -> _Run:
+    """Device, data, validation split, EMA, selection, optimizer, schedule, perturbation bank."""
+    dev = distributed.worker_device(device) if distributed.active() else resolve_device(device)
+    rank, workers = distributed.rank(), distributed.world_size()
     model.to(dev)
     if hasattr(model, "config"):  # record the recipe actually used in the checkpoint
         model.config = replace(model.config, train=config)
@@ -362,20 +462,12 @@ def harden(
             f"processes; use a multiple of {workers}.",
             "batch_size",
         )
-    share = global_batch // workers
     fapa = FapaConfig(min_side=config.fapa_min_side, max_side=config.fapa_max_side)
     loader, sampler = batch_loader(
-        dataset,
-        grid,
-        fapa,
-        batch_size=config.batch_size,
-        seed=seed,
-        jitter_strength=config.jitter,
-        augment=config.augment,
-        num_workers=num_workers,
-        rank=rank,
-        world_size=workers,
-    )
+        dataset, grid, fapa, batch_size=config.batch_size, seed=seed,
+        jitter_strength=config.jitter, augment=config.augment, num_workers=num_workers,
+        rank=rank, world_size=workers,
+    )  # fmt: skip
     steps_per_epoch = len(sampler)
     vset: ValidationSet | None = None
     if val_ids:
@@ -383,9 +475,7 @@ def harden(
         vset = make_validation_set([held[i] for i in range(len(held))], grid, fapa, seed=seed)
     ema = WeightAverage(model, config.ema_decay) if config.ema_decay > 0 else None
     judged = copy.deepcopy(model) if ema is not None and vset is not None else model
-    selection = Selection(config.select_margin, config.adversarial) if config.select else None
     total_steps = config.epochs * steps_per_epoch
-
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -396,163 +486,132 @@ def harden(
         trained = DistributedDataParallel(
             model, device_ids=[dev.index] if dev.type == "cuda" else None
         )
-    bank = (
-        PerturbationBank(len(dataset), (3, image_size, image_size))
-        if config.adversarial and config.carry_perturbations
-        else None
-    )
-    history: list[dict[str, Any]] = []
-    start_epoch = 0
-    if payload is not None:
-        saved = payload["resume"]
-        if bank is not None and "perturbations" in saved:
-            bank.load_state_dict(saved["perturbations"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        history = list(saved.get("history", []))
-        start_epoch = int(saved["epoch"])
-        if ema is not None:
-            ema.load_state_dict(saved["ema"])
-        if selection is not None:
-            selection.load_state_dict(saved["selection"])
-    log = log_path(out_path) if out_path is not None else None
-    if log is not None and main:
-        log.parent.mkdir(parents=True, exist_ok=True)
-        log.write_text("".join(json.dumps(rec) + "\n" for rec in history))
+    return _Run(
+        model=model, trained=trained, config=config, category=category, seed=seed, dev=dev,
+        rank=rank, workers=workers, share=global_batch // workers, loader=loader,
+        sampler=sampler, steps_per_epoch=steps_per_epoch, reg_weights=reg_weights,
+        val_ids=val_ids, vset=vset, ema=ema,
+        judged=judged,
+        selection=Selection(config.select_margin, config.adversarial) if config.select else None,
+        optimizer=optimizer, scheduler=scheduler,
+        bank=(
+            PerturbationBank(len(dataset), (3, image_size, image_size))
+            if config.adversarial and config.carry_perturbations
+            else None
+        ),
+        clean_phase=config.clean_epochs if config.adversarial else 0,  # TrainConfig checked it
+    )  # fmt: skip
 
-    foreground = describe_foreground(category)
-    started = time.perf_counter()
-    with _progress(progress and main) as bar:
-        task = bar.add_task(
-            "harden",
-            total=(config.epochs - start_epoch) * steps_per_epoch,
-            loss=float("nan"),
-            eps=0.0,
-            val="",
+
+def _restore(run: _Run, saved: dict[str, Any]) -> None:
+    """Resume, part 2: optimizer, schedule, history, carried perturbations, EMA, selection."""
+    if run.bank is not None and "perturbations" in saved:
+        run.bank.load_state_dict(saved["perturbations"])
+    run.optimizer.load_state_dict(saved["optimizer"])
+    run.scheduler.load_state_dict(saved["scheduler"])
+    run.history = list(saved.get("history", []))
+    run.start_epoch = int(saved["epoch"])
+    if run.ema is not None:
+        run.ema.load_state_dict(saved["ema"])
+    if run.selection is not None:
+        run.selection.load_state_dict(saved["selection"])
+
+
+def _train_epoch(run: _Run, epoch: int, show: Callable[..., None]) -> dict[str, Any]:
+    """One epoch of training steps; its log record (``show``: the progress bar's update)."""
+    config, workers, rank, seed = run.config, run.workers, run.rank, run.seed
+    torch.manual_seed(derive_seed(seed, epoch, 3, *([rank] if workers > 1 else [])))
+    run.sampler.set_epoch(epoch)
+    t_epoch, c_epoch = time.perf_counter(), time.process_time()
+    sums: dict[str, float] = {}
+    n_images = 0
+    eps = 0.0
+    fetch_s = 0.0
+    t_fetch = time.perf_counter()
+    for index, batch in enumerate(run.loader):
+        fetch_s += time.perf_counter() - t_fetch
+        batch = {k: v.to(run.dev, non_blocking=True) for k, v in batch.items()}
+        step = epoch * run.steps_per_epoch + index
+        eps = eps_at(config, step, run.steps_per_epoch) if config.adversarial else 0.0
+        positions = range(rank * run.share, (rank + 1) * run.share)  # in the global batch
+        rng = PerImageRandomState(  # PGD starts: images, then pseudo-anomalies
+            image_seeds(seed, epoch, index, positions, 4)
+            + image_seeds(seed, epoch, index, positions, 5)
         )
-        for epoch in range(start_epoch, config.epochs):
-            torch.manual_seed(derive_seed(seed, epoch, 3, *([rank] if workers > 1 else [])))
-            sampler.set_epoch(epoch)
-            t_epoch, c_epoch = time.perf_counter(), time.process_time()
-            sums: dict[str, float] = {}
-            n_images = 0
-            eps = 0.0
-            fetch_s = 0.0
-            t_fetch = time.perf_counter()
-            for index, batch in enumerate(loader):
-                fetch_s += time.perf_counter() - t_fetch
-                batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
-                step = epoch * steps_per_epoch + index
-                eps = eps_at(config, step, steps_per_epoch) if config.adversarial else 0.0
-                positions = range(rank * share, (rank + 1) * share)  # in the global batch
-                rng = PerImageRandomState(  # PGD starts: images, then pseudo-anomalies
-                    image_seeds(seed, epoch, index, positions, 4)
-                    + image_seeds(seed, epoch, index, positions, 5)
-                )
-                parts = train_step(
-                    trained,
-                    batch,
-                    config,
-                    optimizer,
-                    eps=eps,
-                    rng=rng,
-                    reg_weights=reg_weights,
-                    attacked=model,
-                    bank=bank,
-                )
-                if workers > 1:  # log the loss of the global batch, not of this share
-                    losses = {k: v for k, v in parts.items() if not k.endswith("_s")}
-                    parts.update(distributed.all_reduce_mean(losses, dev))
-                scheduler.step()
-                if ema is not None:
-                    ema.update(model)
-                for key, value in parts.items():
-                    sums[key] = sums.get(key, 0.0) + value
-                n_images += batch["images"].shape[0] * workers
-                bar.update(
-                    task,
-                    advance=1,
-                    loss=parts["loss"],
-                    eps=eps,
-                    description=f"epoch {epoch + 1}/{config.epochs}",
-                )
-                t_fetch = time.perf_counter()
-            seconds = time.perf_counter() - t_epoch
-            record: dict[str, Any] = {
-                "epoch": epoch + 1,
-                **{k: v / steps_per_epoch for k, v in sums.items() if not k.endswith("_s")},
-                "lr": optimizer.param_groups[0]["lr"],
-                "eps": eps,
-                "seconds": seconds,
-                "cpu_s": time.process_time() - c_epoch,
-                "images_per_s": n_images / max(seconds, 1e-9),
-                "data_s": fetch_s,
-                "attack_s": sums.get("attack_s", 0.0),
-                "update_s": sums.get("update_s", 0.0),
-            }
-            last = epoch + 1 == config.epochs
-            if vset is not None:
-                if ema is not None:
-                    ema.copy_to(judged)
-                scores = validate(
-                    judged, vset, eps=config.eps, steps=config.val_steps,
-                    seed=derive_seed(seed, 6), device=dev, robust=config.adversarial,
-                )  # fmt: skip
-                record.update({f"val_{k}": v for k, v in scores.items()})
-                if selection is not None and epoch >= clean_phase:
-                    selection.offer(epoch + 1, scores, judged.state_dict())
-                bar.update(task, val="  val " + " / ".join(f"{v:.3f}" for v in scores.values()))
-            history.append(record)
-            kept = _kept_weights(ema, selection, last)
-            if out_path is not None and main:
-                resume_state = (
-                    None
-                    if last
-                    else {
-                        "epoch": epoch + 1,
-                        "seed": seed,
-                        "train": asdict(config),
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "history": history,
-                        **({"perturbations": bank.state_dict()} if bank is not None else {}),
-                        **({"ema": ema.state_dict()} if ema is not None else {}),
-                        **({"selection": selection.state_dict()} if selection is not None else {}),
-                        **({"model_state": model.state_dict()} if kept is not None else {}),
-                    }
-                )
-                save_checkpoint(
-                    out_path,
-                    model,
-                    training=_summary(
-                        config, history, seed, foreground, category, val_ids, selection
-                    ),
-                    resume_state=resume_state,
-                    state_dict=kept,
-                )
-                with log.open("a") as handle:  # type: ignore[union-attr]
-                    handle.write(json.dumps(record) + "\n")
-            if on_epoch is not None:
-                on_epoch(record)
-    distributed.barrier()  # no process returns before rank 0 has saved the checkpoint
-    kept = _kept_weights(ema, selection, True)
-    if kept is not None:
-        model.load_state_dict(kept)
-    model.eval()
-    return HardenResult(
-        model=model,
-        checkpoint=out_path,
-        log=log,
-        epochs=config.epochs,
-        start_epoch=start_epoch,
-        seconds=time.perf_counter() - started,
-        foreground=foreground,
-        device=str(dev),
-        train_config=config,
-        history=history,
-        notes=notes,
-        workers=workers,
-        validation=_validation_summary(history, selection, len(val_ids)),
+        parts = train_step(
+            run.trained, batch, config, run.optimizer, eps=eps, rng=rng,
+            reg_weights=run.reg_weights, attacked=run.model, bank=run.bank,
+        )  # fmt: skip
+        if workers > 1:  # log the loss of the global batch, not of this share
+            losses = {k: v for k, v in parts.items() if not k.endswith("_s")}
+            parts.update(distributed.all_reduce_mean(losses, run.dev))
+        run.scheduler.step()
+        if run.ema is not None:
+            run.ema.update(run.model)
+        for key, value in parts.items():
+            sums[key] = sums.get(key, 0.0) + value
+        n_images += batch["images"].shape[0] * workers
+        show(
+            advance=1, loss=parts["loss"], eps=eps, description=f"epoch {epoch + 1}/{config.epochs}"
+        )
+        t_fetch = time.perf_counter()
+    seconds = time.perf_counter() - t_epoch
+    return {
+        "epoch": epoch + 1,
+        **{k: v / run.steps_per_epoch for k, v in sums.items() if not k.endswith("_s")},
+        "lr": run.optimizer.param_groups[0]["lr"],
+        "eps": eps,
+        "seconds": seconds,
+        "cpu_s": time.process_time() - c_epoch,
+        "images_per_s": n_images / max(seconds, 1e-9),
+        "data_s": fetch_s,
+        "attack_s": sums.get("attack_s", 0.0),
+        "update_s": sums.get("update_s", 0.0),
+    }
+
+
+def _validate_epoch(run: _Run, epoch: int, record: dict[str, Any]) -> dict[str, float]:
+    """Score the held-out set (with the EMA weights when on), log it, offer it to selection."""
+    assert run.vset is not None
+    config = run.config
+    if run.ema is not None:
+        run.ema.copy_to(run.judged)
+    scores = validate(
+        run.judged, run.vset, eps=config.eps, steps=config.val_steps,
+        seed=derive_seed(run.seed, 6), device=run.dev, robust=config.adversarial,
+    )  # fmt: skip
+    record.update({f"val_{k}": v for k, v in scores.items()})
+    if run.selection is not None and epoch >= run.clean_phase:
+        run.selection.offer(epoch + 1, scores, run.judged.state_dict())
+    return scores
+
+
+def _save_epoch(run: _Run, epoch: int, out_path: Path, foreground: str) -> None:
+    """Write the checkpoint: the kept weights, and (before the last epoch) the resume state."""
+    config, ema, selection, bank = run.config, run.ema, run.selection, run.bank
+    last = epoch + 1 == config.epochs
+    kept = _kept_weights(ema, selection, last)
+    resume_state = (
+        None
+        if last
+        else {
+            "epoch": epoch + 1,
+            "seed": run.seed,
+            "train": asdict(config),
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(),
+            "history": run.history,
+            **({"perturbations": bank.state_dict()} if bank is not None else {}),
+            **({"ema": ema.state_dict()} if ema is not None else {}),
+            **({"selection": selection.state_dict()} if selection is not None else {}),
+            **({"model_state": run.model.state_dict()} if kept is not None else {}),
+        }
+    )
+    summary = _summary(
+        config, run.history, run.seed, foreground, run.category, run.val_ids, selection
+    )
+    save_checkpoint(
+        out_path, run.model, training=summary, resume_state=resume_state, state_dict=kept
     )
 
 
