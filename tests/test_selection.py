@@ -233,3 +233,29 @@ def test_a_clean_start_trains_clean_then_hardens_and_selects_only_hardened_epoch
     clean_run = harden(_model(), widget, replace(recipe, adversarial=False, clean_epochs=3),
                        device="cpu", seed=1)  # fmt: skip
     assert clean_run.validation["selected"]  # a --clean run ignores the clean start
+
+
+def test_a_resumed_clean_start_keeps_the_saved_clean_phase(widget, tmp_path, monkeypatch) -> None:
+    """Interrupted inside its clean phase, a run resumed with another recipe still skips the
+    clean epochs in selection: the saved recipe wins, its clean_epochs included."""
+    recipe = replace(RECIPE, clean_epochs=2)
+    straight = harden(_model(), widget, recipe, out=tmp_path / "a.pt", seed=3, device="cpu")
+
+    def stop(record):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        harden(_model(), widget, recipe, out=tmp_path / "c.pt", seed=3, device="cpu",
+               on_epoch=stop)  # fmt: skip
+    offered: list[int] = []
+    offer = Selection.offer
+    monkeypatch.setattr(
+        Selection, "offer", lambda self, e, *a: (offered.append(e), offer(self, e, *a))
+    )
+    resumed = harden(_model(seed=9), widget, replace(recipe, clean_epochs=0),
+                     out=tmp_path / "c.pt", seed=3, device="cpu", resume=True)  # fmt: skip
+    assert resumed.start_epoch == 1
+    assert offered == [3]  # epoch 2 was still clean: never a candidate
+    assert resumed.validation == straight.validation
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[key], value), key
