@@ -34,11 +34,13 @@ from pgaudit.attacks.runner import check_audit_options
 from pgaudit.attacks.suites import Suite, build_suite
 from pgaudit.data.layouts import open_category
 from pgaudit.data.records import Category
+from pgaudit.devices import resolve_device
 from pgaudit.errors import ParameterError, PgauditError
 from pgaudit.gate import GateCriteria, GateOutcome, evaluate_gate
 from pgaudit.models.presets import TrainConfig
 from pgaudit.models.resolve import LoadedDetector
 from pgaudit.models.resolve import load_detector as load_detector
+from pgaudit.precision import resolve_precision
 from pgaudit.report.render import render_report as render_report
 from pgaudit.results import DEFAULT_BOOTSTRAP, AuditResults, read_results
 from pgaudit.training.loop import HardenResult
@@ -82,7 +84,8 @@ def audit(
     ``step_size``, ``restarts``; see :func:`pgaudit.attacks.suites.build_suite`), or a built
     suite. The files are written to ``out_dir``. ``surrogate``: a smooth stand-in detector for
     the transfer check of the standard/full suites. ``run_options``: ``save_maps``,
-    ``data_info``, ``command``, ``console`` of :func:`pgaudit.attacks.runner.run_audit`.
+    ``precision``, ``data_info``, ``command``, ``console`` of
+    :func:`pgaudit.attacks.runner.run_audit`.
     """
     from pgaudit.attacks.runner import run_audit
 
@@ -159,12 +162,13 @@ def plan_audit(
 ) -> AuditPlan:
     """Load ``model`` (and ``surrogate``) as :func:`load_detector` does, open ``data`` and build
     ``suite``: the audit ``pgaudit attack`` runs. ``options``: ``seed``, ``max_images``,
-    ``batch_size``, ``bootstrap``, ``save_maps`` of :func:`audit`."""
+    ``batch_size``, ``bootstrap``, ``save_maps``, ``precision`` of :func:`audit`."""
     check_audit_options(
         max_images=options.get("max_images"),
         batch_size=options.get("batch_size", 16),
         bootstrap=options.get("bootstrap", DEFAULT_BOOTSTRAP),
     )
+    resolve_precision(options.get("precision", "fp32"), resolve_device(device))
     load = dict(device=str(device), trust_pickle=trust_pickle, image_size=image_size)
     loaded = load_detector(model, backbone=backbone, **load)
     stand_in = load_detector(surrogate, **load) if surrogate else None

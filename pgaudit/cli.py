@@ -118,7 +118,7 @@ def _harden_command(spec: str, data: Path, options: dict[str, Any]) -> None:
     eps, clean, no_reg = options.pop("eps"), options.pop("clean"), options.pop("no_reg")
     changes = {
         "epochs", "batch_size", "lr", "steps", "ema_decay", "val_fraction", "select",
-        "trades_beta", "clean_epochs", "augment",
+        "trades_beta", "clean_epochs", "augment", "precision",
     }  # fmt: skip
     recipe = {k: options.pop(k) for k in changes}
     recipe["carry_perturbations"] = options.pop("carry")
@@ -150,7 +150,8 @@ def harden_cmd(
     batch_size: o.BatchSize = None, lr: o.Lr = None, eps: o.TrainEps = None, steps: o.Steps = None,
     clean: o.Clean = False, no_reg: o.NoReg = False, carry: o.Carry = None, ema_decay: o.EmaDecay = None,
     val_fraction: o.ValFraction = None, select: o.Select = None, trades_beta: o.TradesBeta = None,
-    clean_epochs: o.CleanEpochs = None, augment: o.Augment = None, seed: o.Seed = 0,
+    clean_epochs: o.CleanEpochs = None, augment: o.Augment = None,
+    precision: o.TrainPrecision = None, seed: o.Seed = 0,
     device: o.TrainDevice = "auto", resume: o.Resume = False, workers: o.Workers = 1,
     backbone_weights: o.BackboneWeights = None, pretrained: o.Pretrained = False, nproc: o.Nproc = 1,
 ) -> None:  # fmt: skip
@@ -167,7 +168,8 @@ def train_cmd(
     batch_size: o.BatchSize = None, lr: o.Lr = None, eps: o.TrainEps = None, steps: o.Steps = None,
     clean: o.Clean = False, no_reg: o.NoReg = False, carry: o.Carry = None, ema_decay: o.EmaDecay = None,
     val_fraction: o.ValFraction = None, select: o.Select = None, trades_beta: o.TradesBeta = None,
-    clean_epochs: o.CleanEpochs = None, augment: o.Augment = None, seed: o.Seed = 0,
+    clean_epochs: o.CleanEpochs = None, augment: o.Augment = None,
+    precision: o.TrainPrecision = None, seed: o.Seed = 0,
     device: o.TrainDevice = "auto", resume: o.Resume = False, workers: o.Workers = 1,
     backbone_weights: o.BackboneWeights = None, pretrained: o.Pretrained = False, nproc: o.Nproc = 1,
 ) -> None:  # fmt: skip
@@ -196,6 +198,7 @@ def attack(
     steps: o.AttackSteps = None, step_size: o.StepSize = None, restarts: o.RestartsOpt = None,
     objective: o.ObjectiveOpt = None, max_images: o.MaxImages = None, seed: o.AttackSeed = 0,
     device: o.AttackDevice = "auto", batch_size: o.AttackBatch = 16,
+    precision: o.AttackPrecision = "fp32",
     bootstrap: o.Bootstrap = DEFAULT_BOOTSTRAP, save_maps: o.SaveMaps = False,
     report: o.WithReport = False, quiet: o.Quiet = False, trust_pickle: o.TrustPickle = False,
     image_size: o.ImageSize = None, backbone: o.Backbone = None, nproc: o.AuditNproc = 1,
@@ -236,7 +239,8 @@ def attack(
             chosen["model"], chosen["data"], chosen["suite"], out_dir=chosen["out"],
             category=chosen["category"], suite_options=suite_options, device=torch_device,
             trust_pickle=trust_pickle, image_size=image_size, backbone=backbone,
-            surrogate=surrogate_spec, seed=seed, bootstrap=bootstrap, save_maps=save_maps, **sizes,
+            surrogate=surrogate_spec, seed=seed, bootstrap=bootstrap, save_maps=save_maps,
+            precision=precision, **sizes,
         )  # fmt: skip
         for line in plan.describe():
             show.print(escape(line), highlight=False, soft_wrap=True)

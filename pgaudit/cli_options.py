@@ -66,6 +66,9 @@ CleanEpochs = Annotated[int | None, typer.Option("--clean-epochs", help=(
 Augment = Annotated[str | None, typer.Option("--augment", help=(
     "none | flips | dihedral: random flips (and 90° turns) of the training images, for images "
     "without a preferred orientation (default: the preset's)."))]
+TrainPrecision = Annotated[str | None, typer.Option("--precision", help=(
+    "fp32 | bf16 | fp16 (CUDA) | auto: precision of the attack passes and the training "
+    "forward/backward; losses, optimizer and validation stay fp32 (default: the preset's)."))]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed (deterministic on the CPU).")]
 TrainDevice = Annotated[str, typer.Option("--device", help="auto | cpu | cuda.")]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in --out.")]
@@ -109,6 +112,9 @@ MaxImages = Annotated[int | None, typer.Option("--max-images", help=(
 AttackSeed = Annotated[int, typer.Option("--seed", help="Random seed (random starts, subsets).")]
 AttackDevice = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.")]
 AttackBatch = Annotated[int, typer.Option("--batch-size", help="Images per attack batch.")]
+AttackPrecision = Annotated[str, typer.Option("--precision", help=(
+    "fp32 | bf16 | fp16 (CUDA) | auto: precision of the attacks' gradient passes; every "
+    "reported score is recomputed in fp32."))]
 Bootstrap = Annotated[int, typer.Option("--bootstrap", help=(
     "Bootstrap resamples for 95% confidence intervals (0: none)."))]
 SaveMaps = Annotated[bool, typer.Option("--save-maps", help=(

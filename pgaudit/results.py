@@ -37,7 +37,8 @@ why, e.g. "only one class among the test images")::
                    "attack_id": "…", "clean_score": 1.2, "adversarial_score": 0.4,
                    "map_range": [lo, hi]}],
       "meta":   {"pgaudit_version": "0.1.0", "python": "3.11.7", "torch": "…", "art": "…",
-                 "timm": "…", "numpy": "…", "seed": 0, "device": "cpu", "batch_size": 16,
+                 "timm": "…", "numpy": "…", "seed": 0, "device": "cpu", "precision": "fp32",
+                 "batch_size": 16,
                  "workers": 1, "bootstrap": 200, "started": "…", "seconds": 12.3,
                  "durations": {…}, "command": "pgaudit attack …"},
       "gate":   {"min_robust_auroc": 0.8, …}   (optional: a [gate] table, evaluated afresh)

@@ -1,6 +1,6 @@
 """The package's layers depend one way: each may import only the layers listed below it.
 
-Bottom to top: errors; devices, config, results; data, runtime, metrics; fapa, models; attacks;
+Bottom to top: errors; devices, precision, config, results; data, runtime, metrics; fapa, models; attacks;
 training; gate, report; demo, cli and the top-level API. Auditing never needs training code,
 pseudo-anomalies never need a model, and library code never needs the CLI.
 """
@@ -20,17 +20,28 @@ ROOT = Path(pgaudit.__file__).parent
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "devices": {"errors"},
+    "precision": {"errors"},
     "config": {"errors"},
     "results": {"errors"},
     "data": {"errors"},
     "runtime": {"errors", "devices"},
     "metrics": {"errors", "results"},
     "fapa": {"errors", "data"},
-    "models": {"errors", "data"},
-    "attacks": {"errors", "devices", "results", "data", "runtime", "metrics", "models"},
+    "models": {"errors", "data", "precision"},
+    "attacks": {
+        "errors",
+        "devices",
+        "precision",
+        "results",
+        "data",
+        "runtime",
+        "metrics",
+        "models",
+    },
     "training": {
         "errors",
         "devices",
+        "precision",
         "results",
         "data",
         "runtime",

@@ -9,7 +9,8 @@ ART has no anomaly-detection or segmentation estimator, so each objective gets a
   ``y`` and :class:`~pgaudit.attacks.objectives.LocalizationMarginLoss` (ART leaves such labels
   untouched when the loss is custom).
 
-The attacks themselves are built by :mod:`pgaudit.attacks.algorithms` (``ArtAttack.art_attack``).
+The heads run the detector under the bridge's crafting precision (:mod:`pgaudit.precision`) and
+hand ART fp32 outputs. The attacks themselves are built by :mod:`pgaudit.attacks.algorithms` (``ArtAttack.art_attack``).
 
 ART is imported lazily here only (it costs ~1.2 s).
 """
@@ -27,6 +28,7 @@ from torch import Tensor, nn
 from pgaudit.attacks.objectives import DetectionMarginLoss, LocalizationMarginLoss
 from pgaudit.models.adapters import as_detector
 from pgaudit.models.detector import Detector
+from pgaudit.precision import as_fp32, crafting
 
 if TYPE_CHECKING:
     from art.estimators.classification import PyTorchClassifier
@@ -37,25 +39,31 @@ if TYPE_CHECKING:
 class DetectionHead(nn.Module):
     """``images -> [-(s - t), s - t]``: a binary classifier view of the detector's image score."""
 
-    def __init__(self, detector: Detector, threshold: float = 0.0) -> None:
+    def __init__(self, detector: Detector, threshold: float = 0.0, precision: str = "fp32") -> None:
         super().__init__()
         self.detector = detector
         self.threshold = float(threshold)
+        self.precision = precision
 
     def forward(self, images: Tensor) -> Tensor:
-        margin = self.detector.scores(self.detector.predict(images.float())) - self.threshold
+        with crafting(self.precision, images.device):
+            score = self.detector.scores(self.detector.predict(images.float()))
+        margin = as_fp32(score) - self.threshold
         return torch.stack([-margin, margin], dim=1)
 
 
 class PatchLogitHead(nn.Module):
     """``images -> [B, h·w]``: the detector's logit map, flattened (one "class" per cell)."""
 
-    def __init__(self, detector: Detector) -> None:
+    def __init__(self, detector: Detector, precision: str = "fp32") -> None:
         super().__init__()
         self.detector = detector
+        self.precision = precision
 
     def forward(self, images: Tensor) -> Tensor:
-        return self.detector(images.float()).flatten(1)
+        with crafting(self.precision, images.device):
+            logits = self.detector(images.float())
+        return as_fp32(logits).flatten(1)
 
 
 def _art_device(device: torch.device) -> contextlib.AbstractContextManager:
@@ -74,9 +82,16 @@ class ArtBridge:
     """Builds (and caches) ART estimators for one detector and runs ART attacks on batches."""
 
     def __init__(
-        self, detector: Detector, *, input_shape: tuple[int, ...], cells: int, device: torch.device
+        self,
+        detector: Detector,
+        *,
+        input_shape: tuple[int, ...],
+        cells: int,
+        device: torch.device,
+        precision: str = "fp32",
     ) -> None:
         self.detector = as_detector(detector)
+        self.precision = precision  # of ART's gradient passes (resolved; see pgaudit.precision)
         self.input_shape = tuple(input_shape)
         self.cells = int(cells)
         self.device = torch.device(device)
@@ -89,14 +104,14 @@ class ArtBridge:
             from art.estimators.classification import PyTorchClassifier
 
             if objective == "detection":
-                head: nn.Module = DetectionHead(self.detector, threshold)
+                head: nn.Module = DetectionHead(self.detector, threshold, self.precision)
                 loss: nn.Module = DetectionMarginLoss()
                 nb_classes = 2
             else:
                 if self.cells < 2:
                     raise ValueError("the localization objective needs a logit grid of >= 2 cells")
                 head, loss, nb_classes = (
-                    PatchLogitHead(self.detector),
+                    PatchLogitHead(self.detector, self.precision),
                     LocalizationMarginLoss(),
                     self.cells,
                 )

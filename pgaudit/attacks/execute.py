@@ -1,7 +1,9 @@
 """Run one attack on one batch of a detector, and re-score its images with our own forward pass.
 
 Whatever library produced the adversarial images, their logits are recomputed here with a plain
-forward pass of the detector, so reported numbers never come from the attack's own bookkeeping.
+fp32 forward pass of the detector, so reported numbers never come from the attack's own
+bookkeeping, nor from its precision: the gradient passes may run in bf16/fp16 (``precision``),
+the scores never do.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from pgaudit.attacks.algorithms import Attack, Restarts, make_attack
 from pgaudit.attacks.objectives import objective_values
 from pgaudit.attacks.suites import AttackSpec
 from pgaudit.models.adapters import as_detector
-from pgaudit.models.detector import Detector, DetectorOutput
+from pgaudit.models.detector import Detector, DetectorOutput, fp32_output
+from pgaudit.precision import crafting, judging
 
 if TYPE_CHECKING:
     from pgaudit.attacks.art_bridge import ArtBridge
@@ -58,7 +61,8 @@ class Attacker:
     """Runs attacks (:mod:`pgaudit.attacks.algorithms`) on batches of one (frozen, eval-mode)
     detector (a plain module or callable is wrapped by
     :func:`~pgaudit.models.adapters.as_detector`); ``input_shape`` and ``cells`` (logit-grid
-    size) are needed by ART attacks only."""
+    size) are needed by ART attacks only; ``precision`` (resolved: fp32, bf16 or fp16) is that
+    of the attacks' gradient passes, never of the scores (:meth:`output` is fp32)."""
 
     def __init__(
         self,
@@ -68,10 +72,12 @@ class Attacker:
         cells: int = 0,
         device: torch.device | str = "cpu",
         seed: int = 0,
+        precision: str = "fp32",
     ) -> None:
         self.detector = as_detector(detector)
         self.device = torch.device(device)
         self.seed = seed
+        self.precision = precision
         self.input_shape = tuple(input_shape) if input_shape is not None else None
         self.cells = cells
         self._bridge: ArtBridge | None = None
@@ -85,13 +91,14 @@ class Attacker:
             if self.input_shape is None:
                 raise ValueError("ART attacks need the Attacker's input_shape (C, H, W)")
             self._bridge = ArtBridge(
-                self.detector, input_shape=self.input_shape, cells=self.cells, device=self.device
-            )
+                self.detector, input_shape=self.input_shape, cells=self.cells,
+                device=self.device, precision=self.precision,
+            )  # fmt: skip
         return self._bridge
 
     def output(self, images: Tensor) -> DetectorOutput:
-        """Plain forward pass (no gradients): logits ``[B, h, w]`` and the detector's own score."""
-        with torch.no_grad():
+        """Plain fp32 forward pass (no gradients): logits ``[B, h, w]`` and the detector's score."""
+        with torch.no_grad(), judging(images.device):
             return self.detector.predict(images)
 
     def objective(self, spec: AttackSpec, output: DetectorOutput, target: BatchTarget) -> Tensor:
@@ -105,10 +112,13 @@ class Attacker:
         )
 
     def objective_fn(self, spec: AttackSpec, target: BatchTarget) -> Callable[[Tensor], Tensor]:
-        """``images -> [B]`` objective values of ``spec`` on a forward pass (with autograd)."""
+        """``images -> [B]`` objective values of ``spec`` on a forward pass (with autograd), the
+        forward in the crafting precision, the objective in fp32."""
 
         def fn(x: Tensor) -> Tensor:
-            return self.objective(spec, self.detector.predict(x), target)
+            with crafting(self.precision, x.device):
+                output = fp32_output(self.detector.predict(x))
+            return self.objective(spec, output, target)
 
         return fn
 

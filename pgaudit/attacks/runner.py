@@ -55,6 +55,7 @@ from pgaudit.errors import ParameterError, PgauditError
 from pgaudit.models.adapters import as_detector
 from pgaudit.models.checkpoint import weights_fingerprint
 from pgaudit.models.detector import Detector, attack_mode
+from pgaudit.precision import resolve_precision
 from pgaudit.results import (
     DEFAULT_BOOTSTRAP,
     AttackResult,
@@ -182,8 +183,10 @@ class _Audit:
         bootstrap: int,
         bar: Progress,
         surrogate: Detector | None = None,
+        precision: str = "fp32",
     ) -> None:
         self.detector = detector
+        self.precision = precision  # of the attacks' gradient passes; scores are fp32
         self.test = test
         self.device = device
         self.batch_size = batch_size
@@ -374,6 +377,7 @@ def run_audit(
     surrogate: Detector | None = None,
     command: str | None = None,
     console: Console | None = None,
+    precision: str = "fp32",
 ) -> AuditResults | None:
     """Attack ``detector`` on the test images with ``suite``; write and return the results.
 
@@ -385,12 +389,15 @@ def run_audit(
     ``surrogate``: a smooth detector whose adversarial images are transferred to ``detector`` in
     the sanity checks of the standard and full suites (``transfer-not-stronger``; skipped
     without one).
+    ``precision``: of the attacks' gradient passes (``fp32``, ``bf16``, ``fp16`` on CUDA, ``auto``:
+    :mod:`pgaudit.precision`); every score is recomputed in fp32 on the final adversarial images.
     Inside a ``torch.distributed`` process group the test batches are shared among the workers;
     rank 0 returns (and writes) the results, the other ranks return None.
     """
     started, t_start = _now(), time.perf_counter()
     out_dir = Path(out_dir)
     device = resolve_device(device)
+    precision = resolve_precision(precision, device)
     image_size = int(detector.image_size)
     if isinstance(suite, str):
         suite = build_suite(suite, image_size=image_size)
@@ -414,7 +421,7 @@ def run_audit(
     with attack_mode(attacked), _progress(progress and main, console) as bar:
         audit = _Audit(
             attacked, test, device=device, batch_size=batch_size, seed=seed,
-            bootstrap=bootstrap, bar=bar, surrogate=surrogate,
+            bootstrap=bootstrap, bar=bar, surrogate=surrogate, precision=precision,
         )  # fmt: skip
         body = _run(audit, suite, out_dir, save_maps, gallery_size, durations)
     if body is None:  # a worker other than rank 0: rank 0 has the results
@@ -432,6 +439,7 @@ def run_audit(
             **_versions(),
             "seed": seed,
             "device": str(device),
+            "precision": precision,
             "batch_size": batch_size,
             "workers": workers,
             "bootstrap": bootstrap,
@@ -474,7 +482,7 @@ def _run(
     t0 = time.perf_counter()
     attacker = Attacker(
         audit.detector, input_shape=clean.input_shape, cells=int(np.prod(clean.grid)),
-        device=audit.device, seed=audit.seed,
+        device=audit.device, seed=audit.seed, precision=audit.precision,
     )  # fmt: skip
     keep = gallery_positions(test.labels, gallery_size, audit.seed)
     records = [
@@ -553,7 +561,7 @@ def _sanity_checks(
     return run_sanity_checks(
         audit.detector, images, test.labels[positions], attacks, clean=clean_section,
         eps=headline, surrogate=audit.surrogate, seed=audit.seed, device=audit.device,
-        budget=suite.name,
+        budget=suite.name, precision=audit.precision,
     )  # fmt: skip
 
 

@@ -10,7 +10,8 @@ fail or skip, ``evidence``: the numbers compared or why it skipped, ``meaning``)
 * **extra-run** checks attack a small balanced subset of the test images with the native PGD
   (:class:`~pgaudit.attacks.algorithms.NativePGD`) on the detection objective: ``deterministic-forward``,
   ``gradient-health``, ``unbounded-budget``, ``noise-not-stronger``, ``transfer-not-stronger``
-  (with a surrogate detector) and ``convergence`` (when the suite lacks the pair).
+  (with a surrogate detector), ``convergence`` (when the suite lacks the pair) and, when the
+  audit crafted its attacks in bf16/fp16, ``precision-parity``.
 
 Robust AUROC means image AUROC for detection-objective attacks and pixel AUROC for
 localization-objective ones. Extra cost is bounded by :data:`BUDGETS`: at most 16 (standard) or
@@ -87,6 +88,11 @@ MEANINGS: dict[str, str] = {
     "blackbox-not-stronger": (
         "a score-based black-box attack (Square) must not beat the white-box ones (PGD/AutoPGD); "
         "if it does, gradients are masked and the white-box numbers are optimistic"
+    ),
+    "precision-parity": (
+        "the attacks were crafted in low precision (scores are always fp32); the same PGD crafted "
+        "in fp32 must not be stronger, otherwise low precision weakened the attacks and the "
+        "robust numbers are optimistic (rerun with precision fp32)"
     ),
     "transfer-not-stronger": (
         "adversarial images crafted on a surrogate detector must not beat white-box attacks on "
@@ -409,9 +415,12 @@ def _pgd_detection(
     batch_size: int,
     step_size: float | None = None,
     random_init: bool = True,
+    precision: str = "fp32",
 ) -> Tensor:
-    """Native PGD on the detection objective, chunk by chunk; the adversarial images."""
-    attacker, attack = Attacker(detector), _native_pgd(eps, steps, step_size, random_init)
+    """Native PGD on the detection objective, chunk by chunk; the adversarial images
+    (``precision``: of the gradient passes)."""
+    attacker = Attacker(detector, precision=precision)
+    attack = _native_pgd(eps, steps, step_size, random_init)
     out = []
     for b, sl in enumerate(_chunks(images.shape[0], batch_size)):
         target = BatchTarget(labels[sl], None)
@@ -741,6 +750,39 @@ def _not_stronger_than_reference(
     return make_check(name, "fail" if lead > tol else "pass", evidence)
 
 
+def check_precision_parity(
+    detector: Detector,
+    images: Tensor,
+    labels: Tensor,
+    *,
+    eps: float,
+    precision: str,
+    trace: PGDTrace,
+    seed: int = 0,
+    tol: float = TOLERANCE,
+    batch_size: int = 16,
+) -> SanityCheck:
+    """Warn when the white-box PGD of ``trace`` (crafted in fp32) beats the same PGD, from the
+    same random starts, crafted in ``precision`` by more than ``tol`` image AUROC."""
+    name = "precision-parity"
+    adv = _pgd_detection(
+        detector, images, labels, eps=eps, steps=trace.steps, seed=seed, tag="pgd",
+        batch_size=batch_size, precision=precision,
+    )  # fmt: skip
+    y = labels.cpu().numpy()
+    low, full = _auroc(y, _scores(detector, adv, batch_size)), _auroc(y, trace.scores)
+    undefined = _undefined(name, low, full)
+    if undefined is not None:
+        return undefined
+    gap = low - full  # > 0: the low-precision attack is weaker
+    evidence = (
+        f"PGD-{trace.steps} at {eps:.4f} on {len(y)} images: image AUROC {low:.3f} crafted in "
+        f"{precision}, {full:.3f} crafted in fp32 (both scored in fp32; gap {gap:+.3f}, "
+        f"tolerance {tol})"
+    )
+    return make_check(name, "warn" if gap > tol else "pass", evidence)
+
+
 def check_convergence_by_rerun(
     detector: Detector,
     images: Tensor,
@@ -800,6 +842,7 @@ def run_sanity_checks(
     seed: int = 0,
     device: str | torch.device = "cpu",
     budget: str | SanityBudget = "standard",
+    precision: str = "fp32",
 ) -> list[SanityCheck]:
     """All sanity checks for one audit, in report order.
 
@@ -811,7 +854,8 @@ def run_sanity_checks(
     the mode it is audited in (eval); both detectors are put in :func:`attack_mode` here (eval,
     no parameter gradients) and restored afterwards.
     When the forward pass is random and ``detector`` is not an :class:`EOTDetector`, the extra
-    runs attack and score through one (and the determinism check says so).
+    runs attack and score through one (and the determinism check says so). The extra runs craft
+    in fp32; ``precision``, that of the audit's attacks, adds ``precision-parity`` when not fp32.
     """
     cfg = sanity_budget(budget)
     device = torch.device(device)
@@ -852,4 +896,8 @@ def run_sanity_checks(
         checks["transfer-not-stronger"] = check_transfer_not_stronger(
             target, surrogate, x, y, eps=eps, steps=cfg.pgd_steps, trace=trace, **common
         )
+        if precision != "fp32":
+            checks["precision-parity"] = check_precision_parity(
+                target, x, y, eps=eps, precision=precision, trace=trace, **common
+            )
     return list(checks.values())

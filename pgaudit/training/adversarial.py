@@ -6,7 +6,9 @@ mean(s | m=1)`` per image, summed over the batch); on normal images optionally p
 ``topk_weight`` times the detection objective (raise the top-k image score), the score an audit's
 detection attack pushes up. During the attack the model is in eval mode (no
 dropout), its parameters have ``requires_grad=False`` (no parameter gradients are computed) and it
-is called without ``return_attention`` (no attention matrices are materialised).
+is called without ``return_attention`` (no attention matrices are materialised). ``precision``:
+that of the attack's forward/backward passes (:func:`pgaudit.precision.crafting`); the objective
+is computed in fp32.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from torch import Tensor, nn
 from pgaudit.attacks.native import pgd
 from pgaudit.attacks.objectives import detection_objective, localization_objective
 from pgaudit.models.adapters import as_detector
-from pgaudit.models.detector import attack_mode
+from pgaudit.models.detector import attack_mode, fp32_output
+from pgaudit.precision import crafting
 
 
 def training_attack(
@@ -31,6 +34,7 @@ def training_attack(
     topk_weight: float = 0.0,
     rng: np.random.RandomState | None = None,
     start: Tensor | None = None,
+    precision: str = "fp32",
 ) -> Tensor:
     """Adversarial versions of ``images`` (``[B,3,S,S]`` in [0,1]) against their patch labels.
 
@@ -45,7 +49,8 @@ def training_attack(
     detector = as_detector(model)
 
     def objective(x: Tensor) -> Tensor:
-        output = detector.predict(x)
+        with crafting(precision, x.device):
+            output = fp32_output(detector.predict(x))
         values = localization_objective(output.logits, grid_labels)
         if topk_weight:  # normal images only: an anomalous image's top-k is its defect
             raise_topk = detection_objective(detector, output, image_labels) * (1 - image_labels)

@@ -46,6 +46,7 @@ from pgaudit.fapa import FapaConfig
 from pgaudit.models.checkpoint import is_pgaudit_checkpoint, read_torch_file, save_checkpoint
 from pgaudit.models.detector import Detector
 from pgaudit.models.presets import TrainConfig
+from pgaudit.precision import as_fp32, crafting, resolve_precision
 from pgaudit.runtime import distributed
 from pgaudit.training.adversarial import training_attack
 from pgaudit.training.batches import PerImageRandomState, batch_loader, derive_seed, image_seeds
@@ -172,13 +173,16 @@ def train_step(
     reg_weights: tuple[float, ...] | None,
     attacked: nn.Module | None = None,  # what PGD differentiates (default model; DDP: .module)
     bank: PerturbationBank | None = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> dict[str, float]:
     """One update on a FAPA batch; returns the loss, its parts and timings (floats; ``*_s`` wall,
     ``*_cpu_s`` process CPU seconds).
 
     ``bank``: perturbations carried across epochs (``batch["indices"]`` names the images); an
     image's stored perturbation starts the attack on it and on its pseudo-anomaly, and its new
-    adversarial perturbation is stored back.
+    adversarial perturbation is stored back. ``config.precision`` (resolved) runs the attack
+    and the training forward/backward under autocast; the losses (the attention KL included)
+    and the optimizer are fp32; ``scaler`` scales the loss for fp16.
     """
     images, anomalies, labels = batch["images"], batch["anomalies"], batch["labels"]
     zeros = torch.zeros_like(labels)
@@ -199,6 +203,7 @@ def train_step(
             topk_weight=config.attack_topk_weight,
             rng=rng,
             start=start,
+            precision=config.precision,
         )
         adv_images, adv_anomalies = both.chunk(2)
         if bank is not None:
@@ -211,11 +216,16 @@ def train_step(
     t1, c1 = time.perf_counter(), time.process_time()
 
     model.train()
+    with crafting(config.precision, inputs.device):
+        if reg_weights:
+            logits, attentions = model(inputs, return_attention=True)
+        else:
+            logits, attentions = model(inputs), []
+    logits = as_fp32(logits)
     if reg_weights:
-        logits, attentions = model(inputs, return_attention=True)
-        reg = attention_regulariser(attentions, reg_weights)
+        reg = attention_regulariser([as_fp32(a) for a in attentions], reg_weights)
     else:
-        logits, reg = model(inputs), inputs.new_zeros(())
+        reg = inputs.new_zeros(())
     if groups == 4 and config.trades_beta > 0:  # TRADES: adversarial terms pull towards clean
         clean, adv, fapa, fapa_adv = logits.chunk(4)
         terms = [
@@ -229,12 +239,18 @@ def train_step(
         bce, terms = four_term_bce(logits, targets, groups)
     loss = bce + reg
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    (scaler.scale(loss) if scaler is not None else loss).backward()
+    if scaler is not None:
+        scaler.unscale_(optimizer)  # clip the true gradients
     if config.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(
             [p for g in optimizer.param_groups for p in g["params"]], config.grad_clip
         )
-    optimizer.step()
+    if scaler is not None:
+        scaler.step(optimizer)  # skipped when the scaled gradients overflowed
+        scaler.update()
+    else:
+        optimizer.step()
     names = ("clean", "adv", "fapa", "fapa_adv") if groups == 4 else ("clean", "fapa")
     parts = {f"bce_{n}": float(t.detach()) for n, t in zip(names, terms, strict=True)}
     return {
@@ -313,6 +329,7 @@ class _Run:
     scheduler: torch.optim.lr_scheduler.LambdaLR
     bank: PerturbationBank | None
     clean_phase: int  # epochs trained clean before the adversarial ones
+    scaler: torch.amp.GradScaler | None = None  # fp16 only (not saved: it recalibrates on resume)
     history: list[dict[str, Any]] = field(default_factory=list)
     start_epoch: int = 0
 
@@ -349,6 +366,7 @@ def harden(
     if payload is not None:
         config, seed = _load_saved(model, config, seed, payload, out_path, notes)
     run = _setup(model, category, config, seed, device, num_workers, notes)
+    config = run.config  # "auto" precision decided for the device
     if payload is not None:
         _restore(run, payload["resume"])
     main = run.rank == 0
@@ -438,6 +456,7 @@ def _setup(
 ) -> _Run:
     """Device, data, validation split, EMA, selection, optimizer, schedule, perturbation bank."""
     dev = distributed.worker_device(device) if distributed.active() else resolve_device(device)
+    config = replace(config, precision=resolve_precision(config.precision, dev))
     rank, workers = distributed.rank(), distributed.world_size()
     model.to(dev)
     if hasattr(model, "config"):  # record the recipe actually used in the checkpoint
@@ -500,6 +519,7 @@ def _setup(
             else None
         ),
         clean_phase=config.clean_epochs if config.adversarial else 0,  # TrainConfig checked it
+        scaler=torch.amp.GradScaler(dev.type) if config.precision == "fp16" else None,
     )  # fmt: skip
 
 
@@ -540,7 +560,7 @@ def _train_epoch(run: _Run, epoch: int, show: Callable[..., None]) -> dict[str, 
         )
         parts = train_step(
             run.trained, batch, config, run.optimizer, eps=eps, rng=rng,
-            reg_weights=run.reg_weights, attacked=run.model, bank=run.bank,
+            reg_weights=run.reg_weights, attacked=run.model, bank=run.bank, scaler=run.scaler,
         )  # fmt: skip
         if workers > 1:  # log the loss of the global batch, not of this share
             losses = {k: v for k, v in parts.items() if not k.endswith("_s")}
@@ -579,6 +599,7 @@ def _validate_epoch(run: _Run, epoch: int, record: dict[str, Any]) -> dict[str, 
     scores = validate(
         run.judged, run.vset, eps=config.eps, steps=config.val_steps,
         seed=derive_seed(run.seed, 6), device=run.dev, robust=config.adversarial,
+        precision=config.precision,
     )  # fmt: skip
     record.update({f"val_{k}": v for k, v in scores.items()})
     if run.selection is not None and epoch >= run.clean_phase:

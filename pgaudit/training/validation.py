@@ -105,16 +105,18 @@ def validate(
     seed: int,
     device: torch.device,
     robust: bool = True,
+    precision: str = "fp32",
 ) -> dict[str, float]:
     """``{"clean": score, "robust": score}`` (``robust`` only when asked), in
-    :func:`~pgaudit.models.detector.attack_mode` (the model's modes and flags restored after)."""
+    :func:`~pgaudit.models.detector.attack_mode` (the model's modes and flags restored after).
+    ``precision``: the validation attack's (crafting); the scores are fp32."""
     images, labels = vset.images.to(device), vset.labels.to(device)
     with attack_mode(model):
         out = {"clean": _score(model, images, labels, vset.image_labels)}
         if robust and eps > 0 and steps > 0:
             adv = training_attack(
                 model, images, labels, eps=eps, steps=steps, topk_weight=1.0,
-                rng=np.random.RandomState(seed % 2**32),
+                rng=np.random.RandomState(seed % 2**32), precision=precision,
             )  # fmt: skip
             out["robust"] = _score(model, adv, labels, vset.image_labels)
     return out
