@@ -66,7 +66,7 @@ def data_dir(cache: Path, name: str, strength: float | None) -> Path:
 
 #: Recipe fields added after cells were cached: at these values they are left out of the key,
 #: so the cells trained before the field existed (when it behaved as this value) stay valid.
-LATER_FIELDS = {"clean_epochs": 0, "augment": "none"}
+LATER_FIELDS = {"clean_epochs": 0, "augment": "none", "precision": "fp32"}
 
 
 def cell_key(name: str, preset: str, recipe, seed: int) -> str:

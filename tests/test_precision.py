@@ -137,6 +137,10 @@ def test_a_bf16_audit_records_its_precision_and_matches_fp32(tmp_path):
     }
     assert runs["bf16"].meta["precision"] == "bf16" and runs["fp32"].meta["precision"] == "fp32"
     assert '"precision": "bf16"' in (tmp_path / "bf16" / "results.json").read_text()
+    from pgaudit.report.render import render_report
+
+    html = render_report(tmp_path / "bf16", tmp_path / "report.html").read_text()
+    assert '<dt>Attack precision (scores fp32)</dt><dd class="mono break">bf16</dd>' in html
     clean = {p: r.clean.metrics["image_auroc"].value for p, r in runs.items()}
     assert clean["fp32"] == clean["bf16"] > 0.99  # the clean pass never runs in low precision
     for a32, a16 in zip(runs["fp32"].attacks, runs["bf16"].attacks, strict=True):
@@ -260,3 +264,28 @@ def test_cli_refuses_fp16_on_a_cpu_before_any_work(widget, run_cli, tmp_path):
     assert not (tmp_path / "audit").exists()
     res = run_cli("attack", "patchguard", widget.root, "--precision", "half")
     assert res.exit_code == 2 and "--precision 'half': use one of" in res.stderr
+
+
+def test_the_fp16_loss_scaler_path_updates_like_the_plain_one(widget):
+    """fp16 runs on CUDA only; its GradScaler path (scale, unscale before clipping, step) is the
+    same code on the CPU, where a scale of 2**10 must leave the update unchanged."""
+    from pgaudit.data.dataset import AnomalyDataset
+    from pgaudit.fapa import FapaConfig
+    from pgaudit.training.batches import BatchSpec, PseudoAnomalyBatches
+
+    data = AnomalyDataset(widget.train[:8], SMALL.image_size)
+    batch = PseudoAnomalyBatches(data, (8, 8), FapaConfig(max_side=60), 0, 0.05)[
+        BatchSpec(0, 0, tuple(range(8)))
+    ]
+    weights = []
+    for scaler in (None, torch.amp.GradScaler("cpu", init_scale=2.0**10)):
+        torch.manual_seed(0)
+        model = PatchGuard(SMALL)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        train_step(model, batch, RECIPE, optimizer, eps=4 / 255, rng=np.random.RandomState(0),
+                   reg_weights=SMALL.reg_weights, scaler=scaler)  # fmt: skip
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    torch.manual_seed(0)
+    start = torch.cat([p.detach().flatten() for p in PatchGuard(SMALL).parameters()])
+    assert not torch.equal(weights[0], start)  # the step did update
+    assert torch.allclose(weights[0], weights[1], atol=1e-6)
