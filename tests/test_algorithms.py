@@ -56,7 +56,7 @@ def test_pgd_restarts_are_wrapped_and_art_restarts_are_left_to_art():
 @pytest.mark.parametrize(
     ("changes", "parameter", "words"),
     [
-        ({"attack": "apgd"}, "library", "use library 'art'"),
+        ({"attack": "square"}, "library", "use library 'art'"),
         ({"attack": "spin"}, "attack", "choose one of apgd, fgsm, pgd, square"),
         (
             {"attack": "apgd", "library": "art", "objective": "localization"},

@@ -207,6 +207,37 @@ class NativeFGSM(NativePGD):
         return 1, False
 
 
+@register
+class NativeAPGD(Attack):
+    """Auto-PGD in plain torch (:func:`pgaudit.attacks.apgd.apgd`): momentum, step-size halving at
+    the published checkpoints, the best iterate kept; on either objective, moving the score."""
+
+    name, library = "apgd", "native"
+
+    def __init__(self, spec: AttackSpec) -> None:
+        super().__init__(spec)
+        if spec.step_size is not None:
+            raise ParameterError(
+                f"step_size {spec.step_size:g}: apgd (native) adapts its own step size; "
+                "leave step_size unset.",
+                "step_size",
+            )
+
+    def perturb(
+        self, attacker: Attacker, images: Tensor, target: BatchTarget, rng: np.random.RandomState
+    ) -> Tensor:
+        import torch
+
+        from pgaudit.attacks.apgd import apgd
+
+        spec = self.spec
+        with torch.enable_grad():
+            return apgd(
+                attacker.objective_fn(spec, target), images, eps=spec.eps, norm=spec.norm,
+                steps=spec.steps, random_init=spec.random_init, rng=rng,
+            )  # fmt: skip
+
+
 # -- ART ---------------------------------------------------------------------------------------
 
 
