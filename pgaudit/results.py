@@ -302,6 +302,7 @@ class AttackSettings:
     random_init: bool | None = None
     objective: str = "detection"
     notes: str | None = None
+    loss: str = "margin"  # written only when not "margin" (files of margin attacks unchanged)
 
     def settings_json(self) -> JSON:
         out: JSON = {
@@ -312,6 +313,8 @@ class AttackSettings:
         out.update(steps=self.steps, step_size=self.step_size, restarts=self.restarts)
         _put(out, "random_init", self.random_init)
         out["objective"] = self.objective
+        if self.loss != "margin":
+            out["loss"] = self.loss
         _put(out, "notes", self.notes)
         return out
 
@@ -327,6 +330,7 @@ class AttackSettings:
             "restarts": r.integer("restarts", 1),
             "random_init": r.get("random_init", (bool,), "true or false", None),
             "objective": r.text("objective", "detection"), "notes": r.text("notes", None),
+            "loss": r.text("loss", "margin"),
         }  # fmt: skip
 
     @classmethod

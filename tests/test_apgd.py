@@ -126,3 +126,82 @@ def test_native_apgd_moves_scores_further_than_arts_decision_flip_autopgd(toy):
         _, out = attacker.run(attack, images, BatchTarget(labels, grid))
         auroc[library] = roc_auc_score(labels.numpy(), detector.scores(out).numpy())
     assert auroc["native"] <= auroc["art"] + 0.01, auroc
+
+
+def test_the_auto_suite_is_apgd_with_two_losses_and_square_on_each_objective():
+    from pgaudit.attacks.suites import build_suite
+
+    suite = build_suite("auto", image_size=32)
+    assert [s.id for s in suite.attacks] == [
+        "apgd-linf-8_255-100-detection", "apgd-linf-8_255-100-localization",
+        "apgd-linf-8_255-100-detection-smoothmax", "apgd-linf-8_255-100-localization-smoothmax",
+        "square-linf-8_255-1000-detection", "square-linf-8_255-1000-localization",
+    ]  # fmt: skip
+    assert {(s.attack, s.library) for s in suite.attacks} == {("apgd", "native"), ("square", "art")}
+    with pytest.raises(ParameterError, match="maximises margin only") as info:
+        make_attack(AttackSpec("pgd", "art", "inf", 8 / 255, 10, "detection", loss="smoothmax"))
+    assert info.value.parameters == ("loss",)
+
+
+def test_an_auto_audit_lowers_each_targeted_metric_and_records_the_losses(tmp_path):
+    from dataclasses import replace
+
+    from test_attacks import ToySet, run_audit
+
+    from pgaudit.attacks.suites import build_suite
+    from pgaudit.results import read_results
+
+    suite = build_suite("auto", image_size=32, eps=[3 / 255])
+    suite.attacks = [replace(s, steps=20 if s.attack == "apgd" else 300) for s in suite.attacks]
+    results = run_audit(ToyDetector(), ToySet(16), suite, out_dir=tmp_path, progress=False,
+                        gallery_size=0, bootstrap=0)  # fmt: skip
+    clean = results["clean"]["metrics"]
+    for entry in results["attacks"]:
+        target = "image_auroc" if entry["objective"] == "detection" else "pixel_auroc"
+        assert entry["metrics"][target]["value"] < clean[target]["value"] - 0.1, entry["id"]
+        assert entry.get("loss", "margin") == (
+            "smoothmax" if "smoothmax" in entry["id"] else "margin"
+        )
+    assert len(results["robust"]["attack_ids"]) == 6
+    assert "precision-parity" not in {c["name"] for c in results["sanity"]}
+    assert {c["name"] for c in results["sanity"]} >= {"gradient-health", "blackbox-not-stronger"}
+    reread = read_results(tmp_path / "results.json")
+    assert [a.loss for a in reread.attacks] == ["margin"] * 2 + ["smoothmax"] * 2 + ["margin"] * 2
+
+
+def test_the_second_loss_reaches_cells_the_top_k_margin_cannot_see():
+    from pgaudit.attacks.objectives import objective_values
+    from pgaudit.models.detector import DetectorOutput
+
+    detector = as_detector(ToyDetector())  # top-3 image score
+    logits = torch.tensor([[[5.0, 5.0, 5.0, 4.9], [0.0, 0.0, 0.0, 0.0]]], requires_grad=True)
+    labels, grid = torch.ones(1, dtype=torch.long), torch.zeros(1, 2, 4)
+    grid[0, 0] = 1  # the top row is defective
+    grads = {}
+    for loss in ("margin", "smoothmax"):
+        for objective in ("detection", "localization"):
+            value = objective_values(detector, DetectorOutput(logits), objective, labels, grid,
+                                     loss=loss)  # fmt: skip
+            grads[loss, objective] = torch.autograd.grad(value.sum(), logits)[0][0]
+    assert grads["margin", "detection"][0, 3] == 0  # the 4th-highest cell is invisible to top-3
+    assert grads["smoothmax", "detection"][0, 3] < 0  # ... the smooth max pushes it down too
+    flat = logits.detach().flatten()
+    expected = flat[4:].logsumexp(0) - flat[:4].logsumexp(0)
+    value = objective_values(detector, DetectorOutput(logits), "localization", labels, grid,
+                             loss="smoothmax")  # fmt: skip
+    assert torch.allclose(value, expected.view(1))
+    assert not torch.allclose(grads["margin", "localization"], grads["smoothmax", "localization"])
+
+
+def test_attacks_maximise_the_loss_their_spec_names(toy):
+    from pgaudit.attacks.objectives import objective_values
+
+    detector, images, labels, grid = toy
+    attacker = Attacker(detector)
+    for loss in ("margin", "smoothmax"):
+        spec = AttackSpec("apgd", "native", "inf", 3 / 255, 5, "detection", loss=loss)
+        with torch.no_grad():
+            got = attacker.objective_fn(spec, BatchTarget(labels, grid))(images)
+            want = objective_values(detector, detector.predict(images), "detection", labels, grid,
+                                    loss=loss)  # fmt: skip
+        assert torch.equal(got, want), loss

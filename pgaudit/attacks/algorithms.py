@@ -71,6 +71,8 @@ class Attack:
     own_restarts: ClassVar[bool] = False
     #: Deterministic (no random start): more than one run would repeat the first.
     deterministic: ClassVar[bool] = False
+    #: The losses it can maximise (pgaudit.attacks.objectives.LOSSES): ART's run the margin only.
+    losses: ClassVar[tuple[str, ...]] = ("margin", "smoothmax")
 
     def __init__(self, spec: AttackSpec) -> None:
         what = f"{self.name} ({self.library})"
@@ -93,6 +95,10 @@ class Attack:
         if spec.step_size is not None and not spec.step_size > 0:
             raise ParameterError(
                 f"step_size {spec.step_size:g} of {what} must be positive (or None).", "step_size"
+            )
+        if spec.loss not in self.losses:
+            raise ParameterError(
+                f"loss {spec.loss!r}: {what} maximises {' or '.join(self.losses)} only.", "loss"
             )
         if spec.objective not in self.objectives:
             raise ParameterError(
@@ -245,6 +251,7 @@ class ArtAttack(Attack):
     """An ART evasion attack run through :class:`~pgaudit.attacks.art_bridge.ArtBridge`."""
 
     library = "art"
+    losses = ("margin",)
 
     def art_attack(self, classifier: Any, batch_size: int) -> Any:
         """The ART attack object for one run over ``classifier`` (the bridge's estimator)."""

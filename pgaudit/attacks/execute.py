@@ -109,6 +109,7 @@ class Attacker:
             target.labels,
             target.grid_masks,
             target.threshold,
+            spec.loss,
         )
 
     def objective_fn(self, spec: AttackSpec, target: BatchTarget) -> Callable[[Tensor], Tensor]:

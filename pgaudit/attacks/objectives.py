@@ -16,6 +16,9 @@ from pgaudit.models.detector import Detector, DetectorOutput
 
 Objective = Literal["detection", "localization"]
 OBJECTIVES: tuple[str, ...] = ("detection", "localization")
+#: "margin": the objectives above; "smoothmax": a second loss per objective that concentrates on
+#: the most decisive cells (:func:`smoothmax_detection`, :func:`smoothmax_localization`).
+LOSSES: tuple[str, ...] = ("margin", "smoothmax")
 
 
 def detection_objective(
@@ -47,6 +50,33 @@ def localization_objective(logits: Tensor, grid_masks: Tensor) -> Tensor:
     return mean_norm - mean_anom
 
 
+def _masked_logsumexp(flat: Tensor, mask: Tensor) -> Tensor:
+    """``log Σ exp`` over the cells where ``mask`` is 1, per image (0 where there are none)."""
+    values = flat.masked_fill(mask <= 0, float("-inf")).logsumexp(dim=1)
+    return torch.where(mask.sum(dim=1) > 0, values, torch.zeros_like(values))
+
+
+def smoothmax_detection(logits: Tensor, labels: Tensor, threshold: float = 0.0) -> Tensor:
+    """``(1 - 2y) · (logsumexp(logits) - t)`` per image: the second detection loss.
+
+    A smooth maximum of the patch logits instead of the top-k score: lowering it on an anomalous
+    image pushes down every high cell at once, including those that would replace the current
+    top-k (which the margin on the top-k score cannot see).
+    """
+    flat = logits.flatten(1)
+    sign = 1.0 - 2.0 * labels.to(device=flat.device, dtype=flat.dtype)
+    return sign * (flat.logsumexp(dim=1) - threshold)
+
+
+def smoothmax_localization(logits: Tensor, grid_masks: Tensor) -> Tensor:
+    """``logsumexp(logits | m=0) − logsumexp(logits | m=1)`` per image: the second localization
+    loss, raising the highest normal cells and lowering the highest defective ones (the pairs
+    that decide the pixel ranking), where the margin moves every cell alike."""
+    flat = logits.flatten(1)
+    m = grid_masks.flatten(1).to(device=flat.device, dtype=flat.dtype)
+    return _masked_logsumexp(flat, 1 - m) - _masked_logsumexp(flat, m)
+
+
 def objective_values(
     detector: Detector,
     output: DetectorOutput,
@@ -54,14 +84,21 @@ def objective_values(
     labels: Tensor,
     grid_masks: Tensor | None,
     threshold: float = 0.0,
+    loss: str = "margin",
 ) -> Tensor:
     """The chosen objective per image (``[B]``) on one ``detector.predict`` output, larger = more
-    successful attack."""
+    successful attack (``loss``: one of :data:`LOSSES`)."""
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; expected one of {LOSSES}")
     if objective == "detection":
+        if loss == "smoothmax":
+            return smoothmax_detection(output.logits, labels, threshold)
         return detection_objective(detector, output, labels, threshold)
     if objective == "localization":
         if grid_masks is None:
             raise ValueError("the localization objective needs ground-truth masks")
+        if loss == "smoothmax":
+            return smoothmax_localization(output.logits, grid_masks)
         return localization_objective(output.logits, grid_masks)
     raise ValueError(f"unknown objective {objective!r}; expected one of {OBJECTIVES}")
 

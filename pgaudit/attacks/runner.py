@@ -71,7 +71,7 @@ from pgaudit.results import (
 from pgaudit.runtime import distributed
 
 #: Suites that run the gradient-masking checklist (pgaudit.attacks.sanity).
-SANITY_SUITES = ("standard", "full")
+SANITY_SUITES = ("standard", "full", "auto")
 #: Budget slack when checking that adversarial images respect ε (float32 rounding).
 BUDGET_TOLERANCE = 1e-5
 ROBUST_NOTES = (

@@ -123,7 +123,7 @@ def sanity_budget(budget: str | SanityBudget) -> SanityBudget:
     """The :class:`SanityBudget` of a suite name ("quick" uses the standard one)."""
     if isinstance(budget, SanityBudget):
         return budget
-    if budget == "quick":
+    if budget in ("quick", "auto"):
         return BUDGETS["standard"]
     if budget not in BUDGETS:
         raise ValueError(f"unknown sanity budget {budget!r}; expected one of {tuple(BUDGETS)}")

@@ -1,4 +1,4 @@
-"""Named attack suites (quick / standard / full): exactly which attacks an audit runs.
+"""Named attack suites (quick / standard / full / auto): exactly which attacks an audit runs.
 
 Pure data (no torch, no ART), so ``pgaudit attack --help`` can print the contents. A suite only
 picks :class:`AttackSpec` s; what each algorithm does is :mod:`pgaudit.attacks.algorithms`.
@@ -14,7 +14,7 @@ from pgaudit.attacks.eps import eps_label, eps_slug
 from pgaudit.errors import ParameterError
 from pgaudit.results import AttackResult, AttackSettings, SuiteInfo
 
-SUITES: tuple[str, ...] = ("quick", "standard", "full")
+SUITES: tuple[str, ...] = ("quick", "standard", "full", "auto")
 OBJECTIVE_CHOICES: tuple[str, ...] = ("both", "detection", "localization")
 
 HEADLINE_EPS = 8 / 255
@@ -36,6 +36,14 @@ _SQUARE_NOTES = (
 _PGD_NOTES = (
     "Random start uniform in the eps-ball, then sign-gradient (L-inf) or unit-gradient (L2) "
     "ascent on a margin objective; the last iterate is kept, as in ART."
+)
+_NATIVE_APGD_NOTES = (
+    "Native Auto-PGD (Croce & Hein 2020): random start, momentum, step size halved at the "
+    "published checkpoints when progress stalls, best iterate kept; score-moving."
+)
+_SMOOTHMAX_NOTES = (
+    " Second loss: a smooth maximum (logsumexp) of the patch logits instead of the top-k score "
+    "(detection), or of the normal vs the defective cells instead of their means (localization)."
 )
 _RESTART_NOTES = " With restarts: per image, the run with the highest objective is kept."
 _NATIVE_NOTES = (
@@ -67,13 +75,16 @@ class AttackSpec:
     restarts: int = 1
     random_init: bool = True
     notes: str = ""
+    loss: str = "margin"  # "smoothmax": the second loss (pgaudit.attacks.objectives.LOSSES)
 
     @property
     def id(self) -> str:
-        """Stable id, e.g. ``pgd-linf-8_255-10-detection`` (``x5`` appended for 5 restarts)."""
+        """Stable id, e.g. ``pgd-linf-8_255-10-detection`` (``x5`` appended for 5 restarts;
+        ``-smoothmax`` for the second loss)."""
         norm = "linf" if self.norm == "inf" else f"l{self.norm}"
         sched = f"{self.steps}x{self.restarts}" if self.restarts > 1 else f"{self.steps}"
-        return f"{self.attack}-{norm}-{eps_slug(self.eps)}-{sched}-{self.objective}"
+        loss = "" if self.loss == "margin" else f"-{self.loss}"
+        return f"{self.attack}-{norm}-{eps_slug(self.eps)}-{sched}-{self.objective}{loss}"
 
     @property
     def eps_label(self) -> str:
@@ -97,6 +108,7 @@ class AttackSpec:
             "eps": self.eps, "eps_label": self.eps_label, "steps": self.steps,
             "step_size": self.effective_step_size, "restarts": self.restarts,
             "random_init": self.random_init, "objective": self.objective, "notes": self.notes,
+            "loss": self.loss,
         }  # fmt: skip
 
     def result(self, **measured: Any) -> AttackResult:
@@ -186,6 +198,15 @@ def _full_extra(eps: float, image_size: int) -> list[AttackSpec]:
     ]
 
 
+def _auto(eps: float) -> list[AttackSpec]:
+    apgd = AttackSpec("apgd", "native", "inf", eps, 100, "detection", notes=_NATIVE_APGD_NOTES)
+    return [
+        *_both(apgd),
+        *_both(replace(apgd, loss="smoothmax", notes=_NATIVE_APGD_NOTES + _SMOOTHMAX_NOTES)),
+        *_both(AttackSpec("square", "art", "inf", eps, 1000, "detection", notes=_SQUARE_NOTES)),
+    ]
+
+
 DESCRIPTIONS = {
     "quick": "clean + native-torch PGD-10 L-inf at 8/255 (random start), each objective",
     "standard": (
@@ -194,6 +215,11 @@ DESCRIPTIONS = {
     "full": (
         "standard + at 8/255: ART PGD-100 x 5 restarts, AutoPGD-100 (detection, decision flip), "
         "Square-1000 queries (black-box); ART PGD-50 L2 at eps 3.0 x side/224; each objective"
+    ),
+    "auto": (
+        "the number to quote, at 8/255 only: native AutoPGD-100 (score-moving) with the margin "
+        "and with a second, smooth-max loss, and Square-1000 queries (black-box), each "
+        "objective; per-example worst case"
     ),
 }
 
@@ -243,6 +269,8 @@ def build_suite(
         )
         if eps_list:
             specs = [replace(s, eps=e) for e in eps_list for s in specs]
+    elif name == "auto":
+        specs = _auto(headline)
     else:
         specs = _standard(eps_list or STANDARD_EPS)
         if name == "full":
