@@ -112,26 +112,28 @@ def _harden_command(spec: str, data: Path, options: dict[str, Any]) -> None:
     from pgaudit.attacks.eps import parse_eps
     from pgaudit.data.layouts import open_category
     from pgaudit.runtime import distributed
+    from pgaudit.training.setup import check_hardening_options
 
     nproc, device, out = options.pop("nproc"), options.pop("device"), options.pop("out")
     distributed.check_launch(nproc, device, batch_size=options["batch_size"])
     eps, clean, no_reg = options.pop("eps"), options.pop("clean"), options.pop("no_reg")
-    changes = {
+    fields = {
         "epochs", "batch_size", "lr", "steps", "ema_decay", "val_fraction", "select",
         "trades_beta", "clean_epochs", "augment",
     }  # fmt: skip
-    recipe = {k: options.pop(k) for k in changes}
+    recipe = {k: options.pop(k) for k in fields}
     recipe["carry_perturbations"] = options.pop("carry")
     recipe["eps"] = parse_eps(eps) if eps is not None else None
     recipe["adversarial"] = not clean  # a clean-trained checkpoint is hardened too
     recipe["regularise"] = False if no_reg else None
-    if nproc > 1:  # start the workers: each runs this command without --nproc
+    changes = {k: v for k, v in recipe.items() if v is not None}
+    if nproc > 1:  # refuse what every worker would refuse, then start them
+        check_hardening_options(changes, seed=options["seed"], workers=options["workers"], out=out)
         open_category(data, options["category"])
         distributed.launch(distributed.without_option(sys.argv[1:], "--nproc"), nproc)
         return
     with distributed.worker_session(device) as device_used:
         show = console if distributed.is_main() else Console(quiet=True)
-        changes = {k: v for k, v in recipe.items() if v is not None}
         plan = plan_hardening(spec, data, changes=changes, out=out, **options)
         for line in plan.describe():
             show.print(escape(line), highlight=False, soft_wrap=True)
@@ -239,7 +241,10 @@ def attack(
     )
     sizes = dict(max_images=max_images, batch_size=batch_size)
     if nproc > 1:  # refuse what every worker would refuse, then start them
-        api.check_audit_options(max_images=max_images, batch_size=batch_size, bootstrap=bootstrap)
+        api.check_audit_options(
+            max_images=max_images, batch_size=batch_size, bootstrap=bootstrap, seed=seed,
+            out_dir=chosen["out"],
+        )  # fmt: skip
         api.check_audit_workers(
             nproc, chosen["suite"], chosen["data"], category=chosen["category"],
             suite_options=suite_options, **sizes,
