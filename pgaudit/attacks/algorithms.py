@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pgaudit.attacks.eps import default_step_size
-from pgaudit.checks import check_linf_eps
 from pgaudit.errors import ParameterError
 
 if TYPE_CHECKING:
@@ -81,8 +80,6 @@ class Attack:
             )
         if not spec.eps > 0:
             raise ParameterError(f"eps {spec.eps:g} of {what} must be positive.", "eps")
-        if spec.norm == "inf":
-            check_linf_eps("eps", spec.eps)
         if spec.steps < 1:
             raise ParameterError(f"steps {spec.steps} of {what} must be at least 1.", "steps")
         if spec.restarts < 1:
