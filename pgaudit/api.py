@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from pgaudit.attacks.runner import check_audit_options
-from pgaudit.attacks.suites import Suite, build_suite
+from pgaudit.attacks.suites import Suite, build_suite, check_suite_options
 from pgaudit.data.layouts import open_category
 from pgaudit.data.records import Category
 from pgaudit.devices import resolve_device
@@ -89,7 +89,10 @@ def audit(
     """
     from pgaudit.attacks.runner import run_audit
 
-    check_audit_options(max_images=max_images, batch_size=batch_size, bootstrap=bootstrap)
+    check_audit_options(
+        max_images=max_images, batch_size=batch_size, bootstrap=bootstrap, seed=seed,
+        out_dir=out_dir,
+    )  # fmt: skip
     loaded = model if isinstance(model, LoadedDetector) else None
     detector = loaded.detector if loaded else model
     if isinstance(suite, str):
@@ -167,8 +170,11 @@ def plan_audit(
         max_images=options.get("max_images"),
         batch_size=options.get("batch_size", 16),
         bootstrap=options.get("bootstrap", DEFAULT_BOOTSTRAP),
+        seed=options.get("seed", 0),
+        out_dir=out_dir,
     )
     resolve_precision(options.get("precision", "fp32"), resolve_device(device))
+    check_suite_options(suite, **(suite_options or {}))
     load = dict(device=str(device), trust_pickle=trust_pickle, image_size=image_size)
     loaded = load_detector(model, backbone=backbone, **load)
     stand_in = load_detector(surrogate, **load) if surrogate else None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -16,7 +16,7 @@ from rich.markup import escape
 
 import pgaudit.cli_options as o
 from pgaudit import __version__
-from pgaudit.errors import ParameterError, PgauditError
+from pgaudit.errors import Interrupted, ParameterError, PgauditError
 from pgaudit.results import DEFAULT_BOOTSTRAP
 
 console = Console()
@@ -112,33 +112,52 @@ def _harden_command(spec: str, data: Path, options: dict[str, Any]) -> None:
     from pgaudit.attacks.eps import parse_eps
     from pgaudit.data.layouts import open_category
     from pgaudit.runtime import distributed
+    from pgaudit.training.setup import check_hardening_options
 
     nproc, device, out = options.pop("nproc"), options.pop("device"), options.pop("out")
     distributed.check_launch(nproc, device, batch_size=options["batch_size"])
     eps, clean, no_reg = options.pop("eps"), options.pop("clean"), options.pop("no_reg")
-    changes = {
+    fields = {
         "epochs", "batch_size", "lr", "steps", "ema_decay", "val_fraction", "select",
         "trades_beta", "clean_epochs", "augment", "precision",
     }  # fmt: skip
-    recipe = {k: options.pop(k) for k in changes}
+    recipe = {k: options.pop(k) for k in fields}
     recipe["carry_perturbations"] = options.pop("carry")
     recipe["eps"] = parse_eps(eps) if eps is not None else None
     recipe["adversarial"] = not clean  # a clean-trained checkpoint is hardened too
     recipe["regularise"] = False if no_reg else None
-    if nproc > 1:  # start the workers: each runs this command without --nproc
+    changes = {k: v for k, v in recipe.items() if v is not None}
+    if nproc > 1:  # refuse what every worker would refuse, then start them
+        check_hardening_options(changes, seed=options["seed"], workers=options["workers"], out=out)
         open_category(data, options["category"])
         distributed.launch(distributed.without_option(sys.argv[1:], "--nproc"), nproc)
         return
     with distributed.worker_session(device) as device_used:
         show = console if distributed.is_main() else Console(quiet=True)
-        changes = {k: v for k, v in recipe.items() if v is not None}
         plan = plan_hardening(spec, data, changes=changes, out=out, **options)
         for line in plan.describe():
             show.print(escape(line), highlight=False, soft_wrap=True)
-        result = plan.run(device=str(device_used), progress=True)
+        written = _mtime(out)
+        try:
+            result = plan.run(device=str(device_used), progress=True)
+        except KeyboardInterrupt:
+            raise Interrupted(_resume_hint(out, written, options["resume"])) from None
         for line in result.describe()[:-1]:
             show.print(escape(line), highlight=False, soft_wrap=True)
         show.print(f"[green]saved[/] {escape(result.describe()[-1])}", soft_wrap=True)
+
+
+def _mtime(path: Path) -> int | None:
+    """``path``'s modification time in ns, or None when it is not a file."""
+    return path.stat().st_mtime_ns if path.is_file() else None
+
+
+def _resume_hint(out: Path, before: int | None, resumed: bool) -> str:
+    """What an interrupted `train` / `harden` kept: a checkpoint to --resume from, or nothing."""
+    now = _mtime(out)
+    if now not in (None, before) or (resumed and now is not None):  # an epoch is saved there
+        return f"interrupted: {out} holds the last finished epoch; add --resume to continue."
+    return f"interrupted before the first epoch finished; nothing new was saved to {out}."
 
 
 @app.command("harden")
@@ -225,7 +244,10 @@ def attack(
     )
     sizes = dict(max_images=max_images, batch_size=batch_size)
     if nproc > 1:  # refuse what every worker would refuse, then start them
-        api.check_audit_options(max_images=max_images, batch_size=batch_size, bootstrap=bootstrap)
+        api.check_audit_options(
+            max_images=max_images, batch_size=batch_size, bootstrap=bootstrap, seed=seed,
+            out_dir=chosen["out"],
+        )  # fmt: skip
         api.check_audit_workers(
             nproc, chosen["suite"], chosen["data"], category=chosen["category"],
             suite_options=suite_options, **sizes,
@@ -364,29 +386,40 @@ def fit_baseline_cmd(
 _OPTION_OF: dict[str, str] = {"surrogate": "--surrogate", "out_dir": "--out"}
 
 
+def _stop(text: str = "interrupted") -> NoReturn:
+    """Ctrl-C: one line on stderr, exit 130 (the shell's code for SIGINT)."""
+    err_console.print(escape(text), highlight=False, soft_wrap=True)
+    sys.exit(130)
+
+
 def main() -> None:
-    """Console entry point: run the app, turning user errors into one line and exit code 2."""
+    """Console entry point: usage errors print click's usage paragraph and exit 2, user errors one
+    sentence and exit 2, Ctrl-C one line and exit 130.
+
+    Typer (>= 0.27.2) vendors click: its usage errors are ``typer.TyperException``, never
+    ``click.ClickException``, and it turns a KeyboardInterrupt inside a command into exit 130.
+    """
     try:
         rc = app(standalone_mode=False)
+    except Interrupted as exc:
+        _stop(str(exc))
     except PgauditError as exc:
         text = exc.for_cli(_OPTION_OF) if isinstance(exc, ParameterError) else str(exc)
         err_console.print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except typer.Abort:
-        err_console.print("aborted")
-        sys.exit(130)
-    except KeyboardInterrupt:
-        err_console.print("interrupted")
-        sys.exit(130)
-    except Exception as exc:  # click usage errors come through as ClickException
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+    except (typer.Abort, KeyboardInterrupt):
+        _stop()
+    except typer.TyperException as exc:  # a usage error: bad option, command, argument or value
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()  # usage line, help hint, "Error: ..."
+        else:  # pragma: no cover - a future typer exception without show()
+            err_console.print(f"Error: {escape(exc.format_message())}", highlight=False)
+        sys.exit(exc.exit_code)
+    if rc == 130:  # typer's answer to a KeyboardInterrupt inside a command
+        _stop()
     sys.exit(rc if isinstance(rc, int) else 0)
 
 

@@ -15,6 +15,12 @@ class PgauditError(Exception):
     exit_code: int = 2
 
 
+class Interrupted(PgauditError):
+    """The user stopped a command (Ctrl-C): the message says what was kept; exit code 130."""
+
+    exit_code = 130
+
+
 class ParameterError(PgauditError):
     """A bad value of the Python API: the message names parameters as Python spells them.
 

@@ -507,6 +507,15 @@ def read_results(path: str | Path) -> AuditResults:
         raise PgauditError(
             f"{path} is not valid JSON ({exc}): re-run `pgaudit attack` to write it again."
         ) from None
+    except RecursionError:  # "[[[[…" deeper than the parser goes
+        raise PgauditError(
+            f"{path} is nested too deeply to be a results file: re-run `pgaudit attack` to write "
+            "it again."
+        ) from None
+    except OSError as exc:
+        raise PgauditError(
+            f"{path} cannot be read ({exc.strerror}): check its permissions."
+        ) from None
     return AuditResults.from_json(data, str(path))
 
 

@@ -226,3 +226,67 @@ def test_cli_unusable_input_exit_2(run_cli, audit, tmp_path, results):
     assert "robust aupro is undefined (no masks)" in _flat(result.stderr)
     no_ci = run_cli("gate", undefined, "--min-robust-auroc", "0.5", "--use-lower-bound")
     assert no_ci.exit_code == 0  # image_auroc has a CI in the fixture
+
+
+def _leaves(node, path=()):
+    """The paths of the numbers in a JSON tree."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _leaves(value, (*path, key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _leaves(value, (*path, i))
+    elif isinstance(node, int | float) and not isinstance(node, bool):
+        yield path
+
+
+def _refused_naming(result, path: Path) -> None:
+    assert result.exit_code == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr  # one sentence
+    assert str(path) in result.stderr
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[" * 100_000 + "]" * 100_000,
+        '{"a": ' * 100_000 + "1" + "}" * 100_000,
+        FIXTURE.read_text()[:700],
+        FIXTURE.read_text().replace('"value": 0.775', '"value": NaN'),
+        "[]",
+        '"results"',
+        "0.9",
+        "null",
+        "",
+    ],
+    ids=[
+        "deep-list",
+        "deep-object",
+        "truncated",
+        "nan",
+        "list",
+        "string",
+        "number",
+        "null",
+        "empty",
+    ],
+)
+def test_cli_hand_edited_results_exit_2_naming_the_file(run_cli, tmp_path, text):
+    edited = tmp_path / "results.json"
+    edited.write_text(text)
+    _refused_naming(run_cli("gate", edited, "--min-robust-auroc", "0.5"), edited)
+
+
+def test_cli_a_string_in_place_of_any_number_exits_2_naming_the_file(run_cli, tmp_path, results):
+    edited = tmp_path / "results.json"
+    for path in _leaves(results):
+        changed = copy.deepcopy(results)
+        node = changed
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = "high"
+        edited.write_text(json.dumps(changed))
+        result = run_cli("gate", edited, "--min-robust-auroc", "0.5", "--min-clean-auroc", "0.5")
+        if result.exit_code != 0:  # a number the gate never reads may be anything
+            _refused_naming(result, edited)

@@ -1,6 +1,6 @@
 """The package's layers depend one way: each may import only the layers listed below it.
 
-Bottom to top: errors; devices, precision, config, results; data, runtime, metrics; fapa, models; attacks;
+Bottom to top: errors; checks, devices, precision, config, results; data, runtime, metrics; fapa, models; attacks;
 training; gate, report; demo, cli and the top-level API. Auditing never needs training code,
 pseudo-anomalies never need a model, and library code never needs the CLI.
 """
@@ -19,17 +19,19 @@ ROOT = Path(pgaudit.__file__).parent
 #: What each part of the package may import (besides itself).
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
+    "checks": {"errors"},
     "devices": {"errors"},
     "precision": {"errors"},
     "config": {"errors"},
     "results": {"errors"},
-    "data": {"errors"},
+    "data": {"errors", "checks"},
     "runtime": {"errors", "devices"},
     "metrics": {"errors", "results"},
     "fapa": {"errors", "data"},
-    "models": {"errors", "data", "precision"},
+    "models": {"errors", "checks", "data", "precision"},
     "attacks": {
         "errors",
+        "checks",
         "devices",
         "precision",
         "results",
@@ -40,6 +42,7 @@ ALLOWED: dict[str, set[str]] = {
     },
     "training": {
         "errors",
+        "checks",
         "devices",
         "precision",
         "results",

@@ -49,6 +49,7 @@ from pgaudit.attacks.gallery import write_gallery_item
 from pgaudit.attacks.sanity import run_sanity_checks, sanity_budget, sanity_positions
 from pgaudit.attacks.suites import AttackSpec, Suite, build_suite
 from pgaudit.attacks.testset import AuditSet, iterate_batches, prepare_test_set, shard_batches
+from pgaudit.checks import check_at_least, check_out_folder, check_seed
 from pgaudit.data.grid import mask_to_grid
 from pgaudit.devices import resolve_device
 from pgaudit.errors import ParameterError, PgauditError
@@ -346,16 +347,24 @@ class _Audit:
 
 
 def check_audit_options(
-    *, max_images: int | None = None, batch_size: int = 16, bootstrap: int = DEFAULT_BOOTSTRAP
+    *,
+    max_images: int | None = None,
+    batch_size: int = 16,
+    bootstrap: int = DEFAULT_BOOTSTRAP,
+    seed: int = 0,
+    out_dir: str | Path | None = None,
 ) -> None:
     """Refuse bad :func:`run_audit` settings before anything is loaded or attacked."""
     for name, value in (("max_images", max_images), ("batch_size", batch_size)):
-        if value is not None and value < 1:
-            raise ParameterError(f"{name} {value} must be at least 1.", name)
+        if value is not None:
+            check_at_least(name, value)
     if bootstrap < 0:
         raise ParameterError(
             f"bootstrap {bootstrap} must be 0 (no intervals) or more.", "bootstrap"
         )
+    check_seed(seed)
+    if out_dir is not None:
+        check_out_folder(out_dir, "out_dir")
 
 
 def run_audit(
@@ -403,7 +412,10 @@ def run_audit(
         suite = build_suite(suite, image_size=image_size)
     for spec in suite.attacks:  # a bad attack fails here, before the clean pass
         make_attack(spec)
-    check_audit_options(max_images=max_images, batch_size=batch_size, bootstrap=bootstrap)
+    check_audit_options(
+        max_images=max_images, batch_size=batch_size, bootstrap=bootstrap, seed=seed,
+        out_dir=out_dir,
+    )  # fmt: skip
     torch.manual_seed(seed)
     test = prepare_test_set(category_or_dataset, image_size, max_images, seed)
     workers, n_batches = distributed.world_size(), -(-len(test) // batch_size)

@@ -11,6 +11,7 @@ from typing import Any
 
 from pgaudit.attacks.algorithms import REGISTRY
 from pgaudit.attacks.eps import eps_label, eps_slug
+from pgaudit.checks import check_at_least, check_linf_eps, check_positive
 from pgaudit.errors import ParameterError
 from pgaudit.results import AttackResult, AttackSettings, SuiteInfo
 
@@ -230,6 +231,35 @@ def describe_suites() -> str:
     return "; ".join(f"{name}: {DESCRIPTIONS[name]}" for name in SUITES) + "."
 
 
+def check_suite_options(
+    name: str,
+    *,
+    eps: list[float] | None = None,
+    steps: int | None = None,
+    objective: str | None = None,
+    step_size: float | None = None,
+    restarts: int | None = None,
+) -> None:
+    """Refuse bad :func:`build_suite` arguments (before any detector is loaded)."""
+    if name not in SUITES:
+        raise ParameterError(
+            f"suite {name!r} is unknown: choose one of {', '.join(SUITES)}.", "suite"
+        )
+    if objective not in (None, *OBJECTIVE_CHOICES):
+        raise ParameterError(
+            f"objective {objective!r} is unknown: choose one of {', '.join(OBJECTIVE_CHOICES)}.",
+            "objective",
+        )
+    if steps is not None:
+        check_at_least("steps", steps)
+    if restarts is not None:
+        check_at_least("restarts", restarts)
+    for value in eps or ():  # they replace the L∞ budgets
+        check_linf_eps("eps", value)
+    if step_size is not None:
+        check_positive("step_size", step_size, "1/255")
+
+
 def build_suite(
     name: str,
     *,
@@ -247,19 +277,9 @@ def build_suite(
     ``objective`` ("detection" | "localization" | "both") filters; ``step_size`` replaces the PGD
     step; ``restarts`` replaces the restart count of PGD, AutoPGD and Square.
     """
-    if name not in SUITES:
-        raise ParameterError(
-            f"suite {name!r} is unknown: choose one of {', '.join(SUITES)}.", "suite"
-        )
-    if objective not in (None, *OBJECTIVE_CHOICES):
-        raise ParameterError(
-            f"objective {objective!r} is unknown: choose one of {', '.join(OBJECTIVE_CHOICES)}.",
-            "objective",
-        )
-    if steps is not None and steps < 1:
-        raise ParameterError(f"steps {steps} must be at least 1.", "steps")
-    if restarts is not None and restarts < 1:
-        raise ParameterError(f"restarts {restarts} must be at least 1.", "restarts")
+    check_suite_options(
+        name, eps=eps, steps=steps, objective=objective, step_size=step_size, restarts=restarts
+    )
     eps_list = tuple(sorted(eps)) if eps else None
     headline = max(eps_list) if eps_list else HEADLINE_EPS
 

@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from pgaudit.checks import check_out_folder, check_seed
 from pgaudit.data.images import save_mask
 from pgaudit.errors import ParameterError, PgauditError
 
@@ -312,8 +313,8 @@ def make_synthetic_dataset(
         raise PgauditError(
             f"category {unknown[0]!r}: not a synthetic category; use {', '.join(CATEGORIES)}."
         )
-    if out.exists() and not out.is_dir():
-        raise PgauditError(f"{out}: exists and is not a folder; choose another output folder.")
+    check_seed(seed)
+    check_out_folder(out, None)
     folders = []
     for name in categories:
         root = out / name

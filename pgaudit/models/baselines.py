@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from pgaudit import __version__
+from pgaudit.checks import check_at_least, check_out_file, check_seed
 from pgaudit.errors import ParameterError, PgauditError
 from pgaudit.models.autoencoder import Autoencoder, AutoencoderConfig, fit_autoencoder
 from pgaudit.models.checkpoint import FORMAT, write_payload
@@ -100,8 +101,14 @@ def fit_baseline(
         raise ParameterError(
             f"image_size {image_size}: use a multiple of 16, e.g. 128.", "image_size"
         )
+    if epochs is not None:
+        check_at_least("epochs", epochs)
+    if max_train is not None:
+        check_at_least("max_train", max_train, fix="leave it out to use every image")
+    check_seed(seed)
+    check_out_file(out, "out")
     cat = open_category(Path(data), category)
-    samples = cat.train[:max_train] if max_train else cat.train
+    samples = cat.train[:max_train] if max_train is not None else cat.train
     if not samples:
         raise PgauditError(f"{cat.root}: no training images; a baseline needs normal images.")
     dataset = AnomalyDataset(samples, image_size)

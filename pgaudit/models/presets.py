@@ -2,15 +2,52 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from pgaudit.checks import check_at_least, check_finite, check_linf_eps, check_positive
 from pgaudit.errors import ParameterError, PgauditError
 from pgaudit.precision import check_precision
 
 #: Geometric train-time augmentations: for images without a preferred orientation (textures,
 #: micrographs, surfaces); leave "none" where orientation matters (a part flipped is a defect).
 AUGMENTATIONS = ("none", "flips", "dihedral")
+
+
+def check_train_values(values: Mapping[str, Any]) -> None:
+    """Check each :class:`TrainConfig` field given in ``values`` on its own (the combinations are
+    checked when the config is made): callers check options before building anything."""
+    for name in ("epochs", "batch_size"):
+        if name in values:
+            check_at_least(name, values[name])
+    if "lr" in values:
+        check_positive("lr", values["lr"], "5e-4")
+    if "eps" in values:
+        check_linf_eps("eps", values["eps"])
+    for name, value in values.items():
+        if isinstance(value, float):
+            check_finite(name, value)
+    if "clean_epochs" in values:
+        check_at_least("clean_epochs", values["clean_epochs"], 0)
+    if not 0 <= values.get("val_fraction", 0) < 1:
+        raise ParameterError(
+            f"val_fraction {values['val_fraction']:g}: use a number in [0, 1).", "val_fraction"
+        )
+    if not 0 <= values.get("ema_decay", 0) < 1:
+        raise ParameterError(
+            f"ema_decay {values['ema_decay']:g}: use 0 (off) or a number below 1.", "ema_decay"
+        )
+    if values.get("augment", "none") not in AUGMENTATIONS:
+        raise ParameterError(
+            f"augment {values['augment']!r}: use one of {', '.join(AUGMENTATIONS)}.", "augment"
+        )
+    if "precision" in values:
+        check_precision(values["precision"])
+    if values.get("trades_beta", 0) < 0:
+        raise ParameterError(
+            f"trades_beta {values['trades_beta']:g} must be 0 or more.", "trades_beta"
+        )
 
 
 @dataclass(frozen=True)
@@ -48,28 +85,9 @@ class TrainConfig:
     precision: str = "fp32"
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", *(("steps",) if self.adversarial else ())):
-            if getattr(self, name) < 1:
-                raise ParameterError(f"{name} {getattr(self, name)} must be at least 1.", name)
-        if self.lr <= 0:
-            raise ParameterError(f"lr {self.lr:g} must be positive.", "lr")
-        if not 0 <= self.val_fraction < 1:
-            raise ParameterError(
-                f"val_fraction {self.val_fraction:g}: use a number in [0, 1).", "val_fraction"
-            )
-        if not 0 <= self.ema_decay < 1:
-            raise ParameterError(
-                f"ema_decay {self.ema_decay:g}: use 0 (off) or a number below 1.", "ema_decay"
-            )
-        if self.augment not in AUGMENTATIONS:
-            raise ParameterError(
-                f"augment {self.augment!r}: use one of {', '.join(AUGMENTATIONS)}.", "augment"
-            )
-        check_precision(self.precision)
-        if self.trades_beta < 0:
-            raise ParameterError(
-                f"trades_beta {self.trades_beta:g} must be 0 or more.", "trades_beta"
-            )
+        check_train_values({f.name: getattr(self, f.name) for f in fields(self)})
+        if self.adversarial:
+            check_at_least("steps", self.steps)
         if self.select and self.val_fraction <= 0:
             raise ParameterError(
                 "select needs held-out images: set val_fraction above 0.", "select", "val_fraction"

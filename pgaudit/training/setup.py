@@ -7,6 +7,7 @@ Kept apart from the loop so a general resolver (``pgaudit.models.resolve``) can 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -15,12 +16,13 @@ import torch
 from torch import nn
 
 from pgaudit.attacks.eps import eps_label
+from pgaudit.checks import check_at_least, check_out_file, check_seed
 from pgaudit.data.layouts import open_category
 from pgaudit.data.records import Category
 from pgaudit.errors import ParameterError, PgauditError
 from pgaudit.models.checkpoint import read_torch_file
 from pgaudit.models.patchguard import PatchGuard
-from pgaudit.models.presets import PatchGuardConfig, TrainConfig, get_preset
+from pgaudit.models.presets import PatchGuardConfig, TrainConfig, check_train_values, get_preset
 from pgaudit.models.resolve import LoadedDetector, load_detector
 from pgaudit.training.backbone_weights import load_backbone_weights, load_hub_weights
 
@@ -173,6 +175,21 @@ def check_model_argument(model: object) -> None:
         )
 
 
+def check_hardening_options(
+    changes: Mapping[str, Any] | None = None,
+    *,
+    seed: int = 0,
+    workers: int = 1,
+    out: str | Path | None = None,
+) -> None:
+    """Refuse bad :func:`plan_hardening` options before any model is built or data opened."""
+    check_train_values(changes or {})
+    check_seed(seed)
+    check_at_least("workers", workers, 0, meaning="make the batches inline")
+    if out is not None:
+        check_out_file(out, "out")
+
+
 def plan_hardening(
     model: LoadedDetector | str,
     data: Category | str | Path,
@@ -191,6 +208,7 @@ def plan_hardening(
     """The run that hardens ``model`` on ``data`` (a Category, or a folder and its ``category``):
     its recipe is ``recipe`` (default: the model's preset) with ``changes`` (TrainConfig fields)
     applied. The model is resolved first, so a wrong MODEL is reported before the data."""
+    check_hardening_options(changes, seed=seed, workers=workers, out=out)
     if isinstance(model, LoadedDetector):
         if backbone_weights is not None or pretrained:
             raise ParameterError(
