@@ -141,11 +141,11 @@ Surrogate = Annotated[str | None, typer.Option("--surrogate", help=(
 # fmt: off
 GateResults = Annotated[Path, typer.Argument(help="results.json, or the audit folder holding it.")]
 MinRobust = Annotated[float | None, typer.Option("--min-robust-auroc", help=(
-    "Fail when the robust (worst-case) metric is below this."))]
+    "Fail when the robust (worst-case) metric is below this (equal passes)."))]
 GateMetric = Annotated[str | None, typer.Option("--metric", help=(
     "image_auroc | pixel_auroc | aupro (default image_auroc)."))]
 MinClean = Annotated[float | None, typer.Option("--min-clean-auroc", help=(
-    "Fail when the clean metric is below this."))]
+    "Fail when the clean metric is below this (equal passes)."))]
 Junit = Annotated[Path | None, typer.Option("--junit", help="Also write JUnit XML to this file.")]
 LowerBound = Annotated[bool | None, typer.Option("--use-lower-bound/--no-use-lower-bound", help=(
     "Compare the lower bound of the bootstrap 95% CI instead of the value."))]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import doctest
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -111,3 +113,25 @@ def test_library_errors_name_parameters_not_flags(call, cli_words, tmp_path, mon
         call(tmp_path)
     assert "--" not in str(info.value)
     assert cli_words in info.value.for_cli()
+
+
+def test_the_python_api_example_runs_end_to_end(tmp_path):
+    """examples/python_api.py itself, as a user runs it (its --fast sizes): every step writes its
+    files and the three summary lines come out."""
+    example = Path(__file__).resolve().parents[1] / "examples" / "python_api.py"
+    proc = subprocess.run(
+        [sys.executable, str(example), str(tmp_path), "--fast"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [ln for ln in proc.stdout.splitlines() if "image AUROC clean" in ln]
+    assert len(lines) == 3, proc.stdout
+    assert lines[2].startswith("mydetector (hardened)") and "robust" in lines[2]
+    for name in ("audit-patchcore", "audit-mine", "audit-mine-hardened"):
+        assert (tmp_path / name / "results.json").is_file(), name
+    import torch
+
+    hardened = torch.load(tmp_path / "mydetector_hardened.pt", weights_only=True)
+    assert "head.weight" in hardened  # the example detector's weights, saved for reloading
+    recorded = json.loads((tmp_path / "audit-mine-hardened" / "results.json").read_text())
+    assert recorded["model"]["name"] == "mydetector (hardened)"

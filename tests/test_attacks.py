@@ -780,6 +780,25 @@ def test_cli_attack_prints_a_failed_check(cli_project, run_cli, monkeypatch):
     assert "fail perturbation-budget: pgd-linf-8_255-1-detection" in " ".join(res.stdout.split())
 
 
+def test_cli_attack_prints_the_attacks_it_skipped(cli_project, run_cli, monkeypatch, tmp_path):
+    import shutil
+
+    data = shutil.copytree(cli_project / "data" / "fabric", tmp_path / "fabric")
+    shutil.rmtree(data / "ground_truth")
+    monkeypatch.chdir(cli_project)
+    res = run_cli(
+        "attack", "micro.pt", data, "--out", tmp_path / "no-masks", "--steps", "1", "--quiet",
+        "--device", "cpu", "--bootstrap", "0",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.stderr
+    said = " ".join((res.stdout + res.stderr).split())
+    assert (
+        "skipped pgd-linf-8_255-1-localization: no ground-truth masks for the anomalous test "
+        "images" in said
+    )
+    assert "skipped pgd-linf-8_255-1-detection" not in said
+
+
 def test_cli_attack_report_writes_the_html_report(cli_project, run_cli, monkeypatch):
     monkeypatch.chdir(cli_project)
     res = run_cli(

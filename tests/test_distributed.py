@@ -164,6 +164,10 @@ def test_sharded_attack_equals_the_single_process_audit(project, run_cli, monkey
     assert sharded.stdout.count("pgaudit attack — suite quick") == 1  # rank 0 alone prints
     assert "x 2 workers" in sharded.stdout
     _assert_same_audit(project / "one", project / "two")
+    from pgaudit.results import load_results
+
+    assert load_results(project / "one")["meta"]["workers"] == 1
+    assert load_results(project / "two")["meta"]["workers"] == 2  # recorded for the reader
 
 
 def test_attack_nproc_errors_are_one_sentence(project, run_cli, monkeypatch):

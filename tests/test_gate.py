@@ -290,3 +290,37 @@ def test_cli_a_string_in_place_of_any_number_exits_2_naming_the_file(run_cli, tm
         result = run_cli("gate", edited, "--min-robust-auroc", "0.5", "--min-clean-auroc", "0.5")
         if result.exit_code != 0:  # a number the gate never reads may be anything
             _refused_naming(result, edited)
+
+
+def test_a_value_exactly_at_a_threshold_passes(results):
+    """The rule is ``value >= threshold`` for both criteria: equal passes, the next float up fails."""
+    import math
+
+    robust = results["robust"]["metrics"]["image_auroc"]["value"]
+    clean = results["clean"]["metrics"]["image_auroc"]["value"]
+    at = evaluate_gate(results, GateCriteria(min_robust_auroc=robust, min_clean_auroc=clean))
+    assert [c.passed for c in at.criteria] == [True, True] and at.passed
+    assert at.criteria[0].message.startswith("PASS robust image_auroc 0.775 >= 0.775 ")
+    assert at.criteria[1].message == "PASS clean image_auroc 0.990 >= 0.990 (no attack)"
+    above = GateCriteria(
+        min_robust_auroc=math.nextafter(robust, 1), min_clean_auroc=math.nextafter(clean, 1)
+    )
+    assert [c.passed for c in evaluate_gate(results, above).criteria] == [False, False]
+    lower = results["robust"]["metrics"]["image_auroc"]["ci"][0]
+    bound = GateCriteria(min_robust_auroc=lower, use_lower_bound=True)
+    assert evaluate_gate(results, bound).passed  # the CI lower bound, equal to the bar, passes
+
+
+def test_cli_clean_auroc_below_its_threshold_fails_and_says_why(run_cli, audit, tmp_path):
+    junit = tmp_path / "clean.xml"
+    args = ("gate", audit, "--min-robust-auroc", "0.6", "--min-clean-auroc")
+    result = run_cli(*args, "0.995", "--junit", junit)
+    assert result.exit_code == 1
+    out = _flat(result.stdout)
+    assert "PASS robust image_auroc 0.775 >= 0.600" in out
+    assert "FAIL clean image_auroc 0.990 < 0.995 (no attack)" in out
+    (failure,) = ET.parse(junit).getroot().iter("failure")
+    assert failure.get("message").startswith("FAIL clean image_auroc 0.990 < 0.995")
+    at = run_cli("gate", audit, "--min-robust-auroc", "0.775", "--min-clean-auroc", "0.99")
+    assert at.exit_code == 0, at.stdout  # both exactly at their threshold: pass
+    assert "PASS clean image_auroc 0.990 >= 0.990" in _flat(at.stdout)

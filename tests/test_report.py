@@ -257,6 +257,18 @@ def test_cli_report(run_cli, audits, tmp_path):
     assert res.exit_code == 0 and "/home/alice" in (tmp_path / "p.html").read_text()
 
 
+def test_cli_report_writes_into_the_audit_folder_by_default(run_cli, audits, tmp_path):
+    import shutil
+
+    audit = shutil.copytree(audits[0], tmp_path / "audit")
+    res = run_cli("report", audit)
+    assert res.exit_code == 0, res.stderr
+    written = audit / "report.html"
+    assert written.is_file() and "Baseline" in written.read_text(encoding="utf-8")
+    assert f"wrote {written}" in " ".join(res.stdout.split())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["audit"]  # nothing beside it
+
+
 def test_cli_report_uses_project_gate(run_cli, audits, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "pgaudit.toml").write_text("[gate]\nmin_robust_auroc = 0.7\n")

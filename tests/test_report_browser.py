@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html as html_lib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -18,9 +19,9 @@ CHROMIUM = next(
     (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)),
     None,
 )
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)"
-)
+#: Set by .ci/run: there a missing Chromium fails the browser tests instead of skipping them.
+REQUIRE = "PGAUDIT_REQUIRE_BROWSER"
+MISSING = "Chromium is not installed (apt-get install chromium)"
 
 SECTIONS = ("verdict", "comparison", "curves", "attacks", "operating-point", "gallery", "sanity",
             "model", "environment")  # fmt: skip
@@ -60,6 +61,15 @@ def _chromium(tmp_path: Path, page: Path, *extra: str) -> subprocess.CompletedPr
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _chromium_present() -> None:
+    """Skip without Chromium, with the reason; fail instead where CI requires the browser."""
+    if CHROMIUM is None:
+        if os.environ.get(REQUIRE) == "1":
+            pytest.fail(f"{REQUIRE}=1 but {MISSING}", pytrace=False)
+        pytest.skip(MISSING)
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("browser")
@@ -90,3 +100,23 @@ def test_key_sections_are_visible(report, tmp_path):
     assert result["images"] == 2 * 8 * 6 and result["broken"] == 0
     assert result["charts"] == 6
     assert result["badge"] == "NO GATE"
+
+
+def test_a_missing_chromium_fails_where_ci_requires_it(tmp_path):
+    """.ci/run sets PGAUDIT_REQUIRE_BROWSER=1: there no Chromium on PATH is an error, not a skip;
+    without the variable the browser tests are skipped with the reason. (Runs without Chromium.)"""
+    import sys
+
+    ci = (Path(__file__).parents[1] / ".ci" / "run").read_text()
+    assert f"export {REQUIRE}=1" in ci
+    env = {k: v for k, v in os.environ.items() if k != REQUIRE}
+    env["PATH"] = str(Path(sys.executable).parent)  # no browser there
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
+           f"{__file__}::test_report_has_no_console_errors"]  # fmt: skip
+    skipped = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert skipped.returncode == 0 and "1 skipped" in skipped.stdout, skipped.stdout[-2000:]
+    assert MISSING in skipped.stdout
+    failed = subprocess.run(cmd, env={**env, REQUIRE: "1"}, capture_output=True, text=True,
+                            timeout=300)  # fmt: skip
+    assert failed.returncode == 1, failed.stdout[-2000:]
+    assert "1 error" in failed.stdout and f"{REQUIRE}=1 but {MISSING}" in failed.stdout

@@ -136,18 +136,25 @@ def test_resume_after_interruption_gives_the_same_weights(widget, tmp_path, carr
 
 
 def test_hardening_beats_clean_training_under_pgd(widget) -> None:
-    """Small budget (about a minute on 2 cores): robust pixel AUROC, hardened > clean-trained."""
+    """Small budget (about a minute on 2 cores): robust pixel AUROC, hardened > clean-trained,
+    and hardening closes much of the gap between clean and robust pixel AUROC.
+
+    Measured at this budget, model and training seeds 0-5 (seed 0 is this test, deterministic):
+    robust gain 0.042, 0.021, 0.038, 0.045, 0.021, 0.033; the hardened gap was 0.44, 0.50, 0.60
+    and 0.47 of the clean-trained one (seeds 0, 1, 4, 5). The margins keep room for numerics."""
     from pgaudit.training.evaluate import robustness
 
     recipe = replace(RECIPE, epochs=10, steps=2)
-    robust = {}
+    robust, gap = {}, {}
     for adversarial in (False, True):
         result = harden(_model(), widget, replace(recipe, adversarial=adversarial), seed=0,
                         device="cpu")  # fmt: skip
         metrics = robustness(result.model, widget.test, eps_list=(8 / 255,), steps=10,
                              objectives=("localization",))  # fmt: skip
         robust[adversarial] = metrics[f"{8 / 255:.6f}"]["pixel_auroc"]
+        gap[adversarial] = metrics["clean"]["pixel_auroc"] - robust[adversarial]
     assert robust[True] > robust[False] + 0.02, robust
+    assert gap[True] < 0.8 * gap[False], gap  # at least a fifth of the drop removed (measured 2/5+)
 
 
 def test_foreground_description() -> None:
@@ -230,7 +237,14 @@ def test_harden_takes_official_checkpoints_and_python_detectors(
     assert res.exit_code == 0, res.stderr
     assert "official-patchguard" in res.stdout
     hardened, meta = load_checkpoint(out)
-    assert hardened.config.image_size == 56 and meta["training"]
+    assert hardened.config.image_size == 56
+    recipe = meta["training"]["recipe"]
+    assert recipe["adversarial"] is True and (recipe["epochs"], recipe["steps"]) == (1, 1)
+    start = torch.load(official, weights_only=True)
+    trained = hardened.state_dict()
+    assert set(start) <= set(trained)
+    changed = [k for k in start if not torch.equal(start[k], trained[k])]
+    assert changed, "harden saved the official checkpoint's weights unchanged"
     # ... and the official file itself is audited by the quick suite.
     res = run_cli("attack", official, widget.root, "--out", tmp_path / "audit", "--max-images",
                   "4", "--quiet", "--bootstrap", "0")  # fmt: skip
