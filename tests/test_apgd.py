@@ -89,6 +89,22 @@ def test_the_step_size_rule_homes_in_where_a_fixed_step_overshoots():
     assert float((adaptive - c).abs().max()) < 0.1 * start_gap
 
 
+def test_the_halving_rule_is_the_papers():
+    """Halve when fewer than 75 % of the steps rose, or when the step was not halved at the last
+    checkpoint and the best value has not risen since; a step just halved gets another chance."""
+    from pgaudit.attacks.apgd import halving
+
+    rises = torch.tensor([2.0, 8.0, 8.0, 8.0])  # of 8 steps: only the first image stalled
+    halved_last = torch.tensor([False, False, True, False])
+    best, best_at_last = torch.tensor([1.0, 1.0, 1.0, 1.5]), torch.ones(4)
+    assert halving(rises, 8, halved_last, best, best_at_last).tolist() == [
+        True,  # stalled
+        True,  # no new best, and the step was not halved last time
+        False,  # no new best, but the step was just halved
+        False,  # a new best
+    ]
+
+
 def test_apgd_returns_the_best_iterate_even_when_every_step_loses():
     x0 = torch.full((2, 3, 8, 8), 0.5)
     # The optimum lies 1e-4 from the start: every step (at least eps / 16 here) moves away.

@@ -5,8 +5,8 @@ later step mixes the PGD step ``z = Π(x_k + η·dir ∇f(x_k))`` with momentum,
 ``x_{k+1} = Π(x_k + α(z − x_k) + (1 − α)(x_k − x_{k−1}))`` (α = 0.75). At the checkpoints
 ``w_j = ⌈p_j·N⌉`` (p₀ = 0, p₁ = 0.22, p_{j+1} = p_j + max(p_j − p_{j−1} − 0.03, 0.06)) the step size
 of an image is halved, and its iterate reset to its best point so far, when fewer than ρ = 75 %
-of the steps since the last checkpoint raised the objective, or when neither its step size nor its
-best value changed since then. The best iterate of each image is returned (it never scores worse
+of the steps since the last checkpoint raised the objective, or when its step size was not halved
+at the last checkpoint and its best value has not risen since (:func:`halving`). The best iterate of each image is returned (it never scores worse
 than the start). ``dir`` is the sign (L∞) or the unit-L2 gradient; ``Π`` projects onto the ε-ball
 and clips to [0, 1], as :func:`pgaudit.attacks.native.pgd` does.
 
@@ -35,6 +35,17 @@ def checkpoints(steps: int) -> list[int]:
         p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
     marks = sorted({math.ceil(round(q * steps, 6)) for q in p[1:] if q < 1})
     return [w for w in marks if 0 < w < steps]
+
+
+def halving(
+    rises: Tensor, steps_since: int, halved_last: Tensor, best: Tensor, best_at_last: Tensor
+) -> Tensor:
+    """Which images halve their step size at a checkpoint: too few of the ``steps_since`` steps
+    since the last checkpoint raised the objective, or the step size was not halved there and the
+    best value has not risen since."""
+    stalled = rises < RHO * steps_since
+    unchanged = ~halved_last & (best <= best_at_last)
+    return stalled | unchanged
 
 
 def _value_and_grad(objective: ObjectiveFn, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -81,7 +92,8 @@ def apgd(
     eta = torch.full((len(x0),), 2.0 * eps, device=x0.device, dtype=x0.dtype)
     marks = checkpoints(steps)
     rises = torch.zeros(len(x0), device=x0.device)
-    last_mark, eta_at_mark, best_at_mark = 0, eta.clone(), best_f.clone()
+    last_mark, best_at_mark = 0, best_f.clone()
+    halved = torch.zeros(len(x0), dtype=torch.bool, device=x0.device)
     x_prev = x
     for k in range(steps):
         z = step_to(x, _direction(grad, norm), eta)
@@ -103,14 +115,12 @@ def apgd(
         best_grad = torch.where(better.view(view), grad, best_grad)
         best_f = torch.where(better, f, best_f)
         if k + 1 in marks:
-            stalled = rises < RHO * (k + 1 - last_mark)
-            unchanged = (eta == eta_at_mark) & (best_f == best_at_mark)
-            halve = stalled | unchanged
-            eta = torch.where(halve, eta / 2, eta)
-            x = torch.where(halve.view(view), best_x, x)
-            x_prev = torch.where(halve.view(view), x, x_prev)  # no momentum across a reset
-            grad = torch.where(halve.view(view), best_grad, grad)
-            eta_at_mark, best_at_mark = eta.clone(), best_f.clone()
+            halved = halving(rises, k + 1 - last_mark, halved, best_f, best_at_mark)
+            eta = torch.where(halved, eta / 2, eta)
+            x = torch.where(halved.view(view), best_x, x)
+            x_prev = torch.where(halved.view(view), x, x_prev)  # no momentum across a reset
+            grad = torch.where(halved.view(view), best_grad, grad)
+            best_at_mark = best_f.clone()
             rises.zero_()
             last_mark = k + 1
     return best_x.detach()
