@@ -23,14 +23,15 @@ def entry(
     objective: str = "detection",
     restarts: int = 1,
     norm: str = "inf",
+    loss: str = "margin",
 ) -> AttackResult:
     """An attacks[] entry of results.json with only the metric the checks read."""
     metric = "image_auroc" if objective == "detection" else "pixel_auroc"
     reason = None if value is not None else "undefined"
     return AttackResult(
-        id=f"{attack}-{norm}-{eps}-{steps}x{restarts}-{objective}", attack=attack,
+        id=f"{attack}-{norm}-{eps}-{steps}x{restarts}-{objective}-{loss}", attack=attack,
         library="art", norm=norm, eps=eps, steps=steps, restarts=restarts, objective=objective,
-        metrics={metric: MetricValue(value, None, reason)},
+        loss=loss, metrics={metric: MetricValue(value, None, reason)},
     )  # fmt: skip
 
 
@@ -105,6 +106,24 @@ def test_monotone_in_eps_counts_clean_as_eps_zero_and_skips_without_pairs():
     # families are separate: PGD-50 at 8/255 above PGD-10 at 4/255 is not a monotonicity issue
     mixed = results(entry("pgd", E4, 10, 0.2), entry("pgd", E8, 50, 0.3))
     assert sanity.check_monotone_in_eps(mixed).status == "skip"
+
+
+def test_other_losses_at_the_same_budget_are_not_a_budget_comparison():
+    # The auto suite runs APGD with the margin and the smoothmax loss at one ε: a weaker second
+    # loss is not "a higher AUROC at a larger budget" (the hardened widget model's audit failed
+    # on exactly this: smoothmax 0.300 vs margin 0.262, both at 8/255).
+    r = results(entry("apgd", E8, 100, 0.262), entry("apgd", E8, 100, 0.300, loss="smoothmax"))
+    assert sanity.check_monotone_in_eps(r, clean(0.91)).status == "pass"
+    assert sanity.check_more_steps_not_weaker(r).status == "skip"
+    # each loss is still its own family across budgets
+    rising = results(
+        entry("apgd", E4, 100, 0.20, loss="smoothmax"),
+        entry("apgd", E8, 100, 0.30, loss="smoothmax"),
+    )
+    assert sanity.check_monotone_in_eps(rising).status == "fail"
+    # and more steps with a different loss is not "more of the same attack"
+    steps = results(entry("apgd", E8, 10, 0.2), entry("apgd", E8, 100, 0.4, loss="smoothmax"))
+    assert sanity.check_more_steps_not_weaker(steps).status == "skip"
 
 
 # ---- black box, FGSM

@@ -157,6 +157,7 @@ class _Run:
     restarts: int
     objective: str
     value: float
+    loss: str = "margin"
 
     @property
     def budget(self) -> int:
@@ -177,9 +178,14 @@ def _runs(attacks: Sequence[AttackResult]) -> list[_Run]:
         if value is not None:
             runs.append(
                 _Run(e.id, e.attack, e.library, e.norm, float(e.eps), e.steps, e.restarts,
-                     e.objective, value)
+                     e.objective, value, e.loss)
             )  # fmt: skip
     return runs
+
+
+def _same_attack(a: _Run, b: _Run) -> bool:
+    """One attack with one loss (runs of it differ only in schedule or budget)."""
+    return a.attack == b.attack and a.loss == b.loss
 
 
 def _same_budget(a: _Run, b: _Run) -> bool:
@@ -201,7 +207,7 @@ def check_more_steps_not_weaker(
         for weak in runs
         for strong in runs
         if strong is not weak
-        and strong.attack == weak.attack
+        and _same_attack(strong, weak)
         and strong.attack != "fgsm"
         and _same_budget(weak, strong)
         and strong.steps >= weak.steps
@@ -228,12 +234,12 @@ def check_convergence(
     attacks: Sequence[AttackResult], delta: float = CONVERGENCE_DELTA
 ) -> SanityCheck:
     """Warn when the strongest schedule still lowers robust AUROC by ``delta`` or more compared
-    with one of at most half its steps × restarts (same attack, norm, ε, objective)."""
+    with one of at most half its steps × restarts (same attack and loss, norm, ε, objective)."""
     name = "convergence"
     runs = _runs(attacks)
     pairs = []
     for strong in runs:
-        group = [r for r in runs if r.attack == strong.attack and _same_budget(r, strong)]
+        group = [r for r in runs if _same_attack(r, strong) and _same_budget(r, strong)]
         if strong.attack == "fgsm" or strong.budget != max(r.budget for r in group):
             continue
         weaker = [
@@ -263,13 +269,13 @@ def check_convergence(
 def check_monotone_in_eps(
     attacks: Sequence[AttackResult], clean: Section | None = None, tol: float = TOLERANCE
 ) -> SanityCheck:
-    """Fail when robust AUROC rises with ε within one attack family and objective (the
-    ``clean`` metric counts as ε = 0)."""
+    """Fail when robust AUROC rises with ε within one attack family (attack, loss, schedule) and
+    objective; only strictly smaller budgets are compared (the ``clean`` metric counts as ε = 0)."""
     name = "monotone-in-eps"
     runs = _runs(attacks)
     families: dict[tuple, list[tuple[float, str, float]]] = {}
     for r in runs:
-        key = (r.attack, r.library, r.norm, r.steps, r.restarts, r.objective)
+        key = (r.attack, r.loss, r.library, r.norm, r.steps, r.restarts, r.objective)
         families.setdefault(key, []).append((r.eps, r.id, r.value))
     worst: tuple[float, str, str, float, float] | None = None
     compared = 0
@@ -279,7 +285,10 @@ def check_monotone_in_eps(
             points = [(0.0, "clean", clean_value), *points]
         points.sort()
         for j in range(1, len(points)):
-            lowest = min(points[:j], key=lambda p: p[2])
+            smaller = [p for p in points[:j] if p[0] < points[j][0] - 1e-9]
+            if not smaller:
+                continue
+            lowest = min(smaller, key=lambda p: p[2])
             compared += 1
             rise = points[j][2] - lowest[2]
             if worst is None or rise > worst[0]:
