@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -121,6 +122,11 @@ def test_other_losses_at_the_same_budget_are_not_a_budget_comparison():
         entry("apgd", E8, 100, 0.30, loss="smoothmax"),
     )
     assert sanity.check_monotone_in_eps(rising).status == "fail"
+    # runs that differ in something the family does not name (here the step size) are not
+    # budgets either
+    a, b = entry("pgd", E8, 10, 0.2), entry("pgd", E8, 10, 0.4)
+    sizes = results(replace(a, step_size=E2 / 4), replace(b, id="pgd-big-steps", step_size=E2))
+    assert sanity.check_monotone_in_eps(sizes).status == "skip"
     # and more steps with a different loss is not "more of the same attack"
     steps = results(entry("apgd", E8, 10, 0.2), entry("apgd", E8, 100, 0.4, loss="smoothmax"))
     assert sanity.check_more_steps_not_weaker(steps).status == "skip"
