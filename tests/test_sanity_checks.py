@@ -130,6 +130,7 @@ def test_other_losses_at_the_same_budget_are_not_a_budget_comparison():
     # and more steps with a different loss is not "more of the same attack"
     steps = results(entry("apgd", E8, 10, 0.2), entry("apgd", E8, 100, 0.4, loss="smoothmax"))
     assert sanity.check_more_steps_not_weaker(steps).status == "skip"
+    assert sanity.check_convergence(steps).status == "skip"  # nor a schedule to converge
 
 
 # ---- black box, FGSM
