@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from robustness import recipe_for  # noqa: E402
+from robustness import _override, recipe_for  # noqa: E402
 
 THREADS = 2
 DATA_VERSION = "photos-1"  # bump when pgaudit.data.photos changes its training crops
@@ -69,43 +69,69 @@ def data_dir(cache: Path, name: str, strength: float | None) -> Path:
 LATER_FIELDS = {"clean_epochs": 0, "augment": "none", "precision": "fp32"}
 
 
-def cell_key(name: str, preset: str, recipe, seed: int) -> str:
+def cell_key(name: str, preset: str, recipe, seed: int, model_sets: tuple[str, ...] = ()) -> str:
     fields = {
         k: v for k, v in asdict(recipe).items() if k not in LATER_FIELDS or v != LATER_FIELDS[k]
     }
-    text = json.dumps([DATA_VERSION, name, preset, fields, seed], sort_keys=True)
+    parts: list[Any] = [DATA_VERSION, name, preset, fields, seed]
+    if model_sets:  # left out when empty, so cells cached before --model-set stay valid
+        parts.append(sorted(model_sets))
+    text = json.dumps(parts, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def train_cell(cache: Path, name: str, preset: str, recipe, seed: int) -> tuple[Path, dict]:
+def model_config(preset: str, model_sets: tuple[str, ...]):
+    """The preset's model config with ``--model-set key=value`` overrides: a PatchGuardConfig
+    field (``dsc_dropout=0.2``) or a key of its ``backbone_kwargs`` (``embed_dim=256``)."""
+    from pgaudit.models.presets import get_preset
+
+    config = get_preset(preset)
+    top = {f for f in asdict(config) if f not in ("train", "backbone_kwargs")}
+    kwargs = dict(config.backbone_kwargs)
+    for item in model_sets:
+        key, _, value = item.partition("=")
+        like = getattr(config, key, None)
+        if isinstance(like, tuple):  # feature_blocks=4, reg_blocks=2,3,4
+            config = replace(config, **{key: tuple(type(like[0])(x) for x in value.split(","))})
+        elif key in top:
+            config = replace(config, **{key: _override(value, like)})
+        elif key in kwargs:
+            kwargs[key] = _override(value, kwargs[key])
+        else:
+            known = ", ".join(sorted(top | set(kwargs)))
+            raise SystemExit(f"--model-set {item}: unknown model field; known: {known}")
+    return replace(config, backbone_kwargs=kwargs)
+
+
+def train_cell(cache: Path, name: str, preset: str, recipe, seed: int, *, device: str = "cpu",
+               model_sets: tuple[str, ...] = ()) -> tuple[Path, dict]:  # fmt: skip
     """Train (or reuse) one cell; returns its checkpoint and training record."""
     from pgaudit.data.layouts import open_category
     from pgaudit.models.patchguard import PatchGuard
-    from pgaudit.models.presets import get_preset
     from pgaudit.training.loop import harden
 
-    folder = (
-        cache
-        / "cells"
-        / f"{name}-{preset}-{'adv' if recipe.adversarial else 'clean'}-s{seed}-{cell_key(name, preset, recipe, seed)}"
-    )
+    key = cell_key(name, preset, recipe, seed, model_sets)
+    mode = "adv" if recipe.adversarial else "clean"
+    folder = cache / "cells" / f"{name}-{preset}-{mode}-s{seed}-{key}"
     record_path = folder / "train.json"
     if record_path.exists():
         return folder / "model.pt", json.loads(record_path.read_text())
     folder.mkdir(parents=True, exist_ok=True)
     category = open_category(data_dir(cache, name, None))
     torch.manual_seed(seed)
-    model = PatchGuard(get_preset(preset))
+    model = PatchGuard(model_config(preset, model_sets))
     t, c = time.perf_counter(), time.process_time()
-    result = harden(model, category, recipe, seed=seed, device="cpu", out=folder / "model.pt")
+    result = harden(model, category, recipe, seed=seed, device=device, out=folder / "model.pt")
     record = {
         "category": name,
         "preset": preset,
+        "model_sets": list(model_sets),
+        "device": device,
         "seed": seed,
         "mode": "hardened" if recipe.adversarial else "clean",
         "recipe": asdict(recipe),
         "train_min": (time.perf_counter() - t) / 60,
-        "train_cpu_min": (time.process_time() - c) / 60 / THREADS,
+        "train_cpu_min": (time.process_time() - c) / 60 / torch.get_num_threads(),
         "load": os.getloadavg()[0],
         "validation": getattr(result, "validation", None),
     }
@@ -114,7 +140,7 @@ def train_cell(cache: Path, name: str, preset: str, recipe, seed: int) -> tuple[
 
 
 def audit_cell(cache: Path, checkpoint: Path, name: str, suite: str, strength: float | None,
-               seed: int) -> dict[str, Any]:  # fmt: skip
+               seed: int, device: str = "cpu") -> dict[str, Any]:  # fmt: skip
     """Quick (or standard) suite on the category's test split; cached beside the checkpoint."""
     from pgaudit.attacks.runner import run_audit
     from pgaudit.data.layouts import open_category
@@ -126,8 +152,10 @@ def audit_cell(cache: Path, checkpoint: Path, name: str, suite: str, strength: f
     if summary_path.exists():
         return json.loads(summary_path.read_text())
     category = open_category(data_dir(cache, name, strength))
-    loaded = load_detector(checkpoint)
-    results = run_audit(loaded.detector, category, suite, out_dir=out, seed=seed, progress=False)
+    loaded = load_detector(checkpoint, device=device)
+    results = run_audit(
+        loaded.detector, category, suite, out_dir=out, seed=seed, device=device, progress=False
+    )
     keys = ("image_auroc", "pixel_auroc")
 
     def values(section: Any) -> dict[str, float | None]:
@@ -161,7 +189,11 @@ def main() -> None:
     parser.add_argument("--set", dest="sets", action="append", default=[])
     parser.add_argument("--clean-set", dest="clean_sets", action="append", default=[],
                         help="Extra overrides for the clean-trained cells only.")  # fmt: skip
+    parser.add_argument("--model-set", dest="model_sets", action="append", default=[],
+                        help="Model overrides, e.g. embed_dim=256 (all cells).")  # fmt: skip
     parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (figures say which).")
+    parser.add_argument("--threads", type=int, default=THREADS)
     parser.add_argument(
         "--standard",
         default="",
@@ -173,7 +205,8 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path("runs/bench-cache"))
     parser.add_argument("--json", type=Path, default=None, help="Write all rows here.")
     args = parser.parse_args()
-    torch.set_num_threads(THREADS)
+    torch.set_num_threads(args.threads)
+    device, model_sets = args.device, tuple(args.model_sets)
 
     names = SPLITS.get(args.split, tuple(args.split.split(",")))
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -186,21 +219,22 @@ def main() -> None:
                 _, extra = recipe_for(args.preset, args.sets + args.clean_sets, args.epochs, False)
                 cell_recipe = replace(extra, adversarial=False)
             for seed in seeds:
-                checkpoint, record = train_cell(args.cache, name, args.preset, cell_recipe, seed)
+                checkpoint, record = train_cell(args.cache, name, args.preset, cell_recipe, seed,
+                                                device=device, model_sets=model_sets)  # fmt: skip
                 if args.strengths:
                     for s in (float(x) for x in args.strengths.split(",")):
-                        quick = audit_cell(args.cache, checkpoint, name, "quick", s, seed)
+                        quick = audit_cell(args.cache, checkpoint, name, "quick", s, seed, device)
                         rows.append({**record, "strength": s, "quick": quick})
                         print(f"{name:22} {mode:8} seed {seed} strength {s:.2f}: clean image "
                               f"{quick['clean']['image_auroc']:.3f}", flush=True)  # fmt: skip
                     continue
                 row = {
                     **record,
-                    "quick": audit_cell(args.cache, checkpoint, name, "quick", None, seed),
+                    "quick": audit_cell(args.cache, checkpoint, name, "quick", None, seed, device),
                 }
                 if str(seed) in args.standard.split(",") and mode == "hardened":
                     row["standard"] = audit_cell(
-                        args.cache, checkpoint, name, "standard", None, seed
+                        args.cache, checkpoint, name, "standard", None, seed, device
                     )
                 rows.append(row)
                 q = row["quick"]
