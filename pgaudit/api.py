@@ -26,7 +26,7 @@ CLI does; ``pgaudit.harden(loaded, "data/widget", out="hardened.pt")`` trains it
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -126,13 +126,15 @@ class AuditPlan:
     out_dir: Path
     surrogate: LoadedDetector | None = None
     options: dict[str, Any] = field(default_factory=dict)  # further keywords of :func:`audit`
+    nproc: int = 1  # worker processes run() starts (1: this one)
+    job: dict[str, Any] = field(default_factory=dict)  # plan_audit's arguments, for the workers
 
     def describe(self) -> list[str]:
         """What will run, on what (one line)."""
         from pgaudit.runtime.distributed import world_size
 
-        workers = world_size()
-        on = f"{self.options.get('device', 'cpu')}" + (
+        workers = max(self.nproc, world_size())
+        on = f"{self.job.get('device', self.options.get('device', 'cpu'))}" + (
             f" x {workers} workers" if workers > 1 else ""
         )
         return [
@@ -141,7 +143,17 @@ class AuditPlan:
         ]
 
     def run(self, **run_options: Any) -> AuditResults | None:
-        """Run it (``run_options``: ``progress``, ``console``, ``command``, … of :func:`audit`)."""
+        """Run it (``run_options``: ``progress``, ``console``, ``command``, … of :func:`audit`).
+        With ``nproc`` > 1 the workers run it (``progress`` and ``command`` reach them) and this
+        returns the results they wrote."""
+        if self.nproc > 1:
+            from pgaudit.workers import run_in_workers
+
+            run = {"device": self.job["device"], "progress": run_options.get("progress", False),
+                   "command": run_options.get("command")}  # fmt: skip
+            plan = {k: v for k, v in self.job.items() if k != "device"}
+            run_in_workers("audit", {"plan": plan, "run": run}, self.nproc)
+            return read_results(self.out_dir)
         return audit(
             self.loaded, self.category, self.suite, out_dir=self.out_dir,
             surrogate=self.surrogate, **self.options, **run_options,
@@ -161,11 +173,16 @@ def plan_audit(
     image_size: int | None = None,
     backbone: str | None = None,
     surrogate: str | None = None,
+    nproc: int = 1,
     **options: Any,
 ) -> AuditPlan:
     """Load ``model`` (and ``surrogate``) as :func:`load_detector` does, open ``data`` and build
     ``suite``: the audit ``pgaudit attack`` runs. ``options``: ``seed``, ``max_images``,
-    ``batch_size``, ``bootstrap``, ``save_maps``, ``precision`` of :func:`audit`."""
+    ``batch_size``, ``bootstrap``, ``save_maps``, ``precision`` of :func:`audit`. ``nproc`` > 1:
+    ``run()`` starts that many worker processes (torch.distributed; each audits a share of the
+    batches, the files are the single process's), after the checks every worker would make."""
+    from pgaudit.runtime import distributed
+
     check_audit_options(
         max_images=options.get("max_images"),
         batch_size=options.get("batch_size", 16),
@@ -175,13 +192,25 @@ def plan_audit(
     )
     resolve_precision(options.get("precision", "fp32"), resolve_device(device))
     check_suite_options(suite, **(suite_options or {}))
+    distributed.check_launch(nproc, str(device))
+    job = dict(
+        model=str(model), data=str(data), suite=suite, out_dir=str(out_dir), category=category,
+        suite_options=dict(suite_options or {}), device=str(device), trust_pickle=trust_pickle,
+        image_size=image_size, backbone=backbone, surrogate=surrogate, **options,
+    )  # fmt: skip
+    if nproc > 1:
+        check_audit_workers(
+            nproc, suite, data, category=category, suite_options=suite_options,
+            max_images=options.get("max_images"), batch_size=options.get("batch_size", 16),
+        )  # fmt: skip
+        device = "cpu"  # the model is only checked here; each worker loads it on its device
     load = dict(device=str(device), trust_pickle=trust_pickle, image_size=image_size)
     loaded = load_detector(model, backbone=backbone, **load)
     stand_in = load_detector(surrogate, **load) if surrogate else None
     cat = _category(data, category)
     built = build_suite(suite, image_size=int(loaded.detector.image_size), **(suite_options or {}))
     options = {**options, "device": device, "data_info": {"path": str(data)}}
-    return AuditPlan(str(model), loaded, cat, built, Path(out_dir), stand_in, options)
+    return AuditPlan(str(model), loaded, cat, built, Path(out_dir), stand_in, options, nproc, job)
 
 
 def check_audit_workers(
@@ -214,17 +243,65 @@ def plan_hardening(
     *,
     category: str | None = None,
     changes: Mapping[str, Any] | None = None,
+    nproc: int = 1,
     **options: Any,
 ) -> HardenPlan:
     """The hardening run :func:`harden` would start, to inspect (``describe()``) or ``run()``.
 
     ``changes``: TrainConfig fields to change in ``recipe`` (default: the model's preset).
     ``options``: ``preset``, ``seed``, ``backbone_weights``, ``pretrained``, ``out``, ``resume``,
-    ``workers`` (see :func:`pgaudit.training.setup.plan_hardening`).
+    ``workers`` (see :func:`pgaudit.training.setup.plan_hardening`). ``nproc`` > 1: ``run()``
+    trains in that many worker processes (torch.distributed, each a share of every batch; the
+    updates are the single process's); ``model`` is then a MODEL string and ``out`` is needed.
     """
-    return _plan(
+    from pgaudit.runtime import distributed
+
+    plan = _plan(
         model, data, category=category, recipe=recipe, changes=dict(changes or {}), **options
     )
+    distributed.check_launch(nproc, "cpu", batch_size=plan.recipe.batch_size)
+    if nproc == 1:
+        return plan
+    if not isinstance(model, str):
+        raise ParameterError(
+            "nproc > 1 needs model as a MODEL string (a checkpoint, package.module:function or "
+            "patchguard) that each worker can load.", "model",
+        )  # fmt: skip
+    if plan.out is None:
+        raise ParameterError("nproc > 1 needs out: the workers' weights reach you there.", "out")
+    job = {
+        "model": model, "data": str(plan.category.root), "recipe": asdict(plan.recipe),
+        **{k: str(v) if isinstance(v, Path) else v for k, v in options.items()},
+    }  # fmt: skip
+    return HardenInWorkers(**{f.name: getattr(plan, f.name) for f in fields(plan)},
+                           nproc=nproc, job=job)  # fmt: skip
+
+
+@dataclass
+class HardenInWorkers(HardenPlan):
+    """A :class:`HardenPlan` that ``run()`` trains in ``nproc`` worker processes."""
+
+    nproc: int = 2
+    job: dict[str, Any] = field(default_factory=dict)  # plan_hardening's arguments, for them
+
+    def run(self, *, device: str = "cpu", progress: bool = False, **loop_options: Any):
+        """Train in the workers; returns the :class:`HardenResult` of rank 0, the model read
+        back from ``out``."""
+        from pgaudit.runtime import distributed
+        from pgaudit.workers import run_in_workers
+
+        if loop_options:
+            raise ParameterError(
+                f"{sorted(loop_options)[0]} cannot reach worker processes; use nproc 1.", "nproc"
+            )
+        distributed.check_launch(self.nproc, device, batch_size=self.recipe.batch_size)
+        run = {"device": device, "progress": progress}
+        record = run_in_workers("harden", {"plan": self.job, "run": run}, self.nproc)
+        assert record is not None  # rank 0 writes it after a successful run
+        record["train_config"] = TrainConfig(**record["train_config"])
+        for key in ("checkpoint", "log"):
+            record[key] = Path(record[key]) if record[key] is not None else None
+        return HardenResult(model=load_detector(str(self.out)).detector, **record)
 
 
 def harden(
@@ -237,6 +314,7 @@ def harden(
     device: str = "cpu",
     resume: bool = False,
     progress: bool = False,
+    nproc: int = 1,
 ) -> HardenResult:
     """Harden ``model`` with the FAPA adversarial-training recipe on the normal images of ``data``.
 
@@ -244,9 +322,10 @@ def harden(
     (``"patchguard"`` for a fresh one, a checkpoint, ``"mypkg.detectors:build"``). ``recipe``: a
     :class:`~pgaudit.models.presets.TrainConfig` (default: the model's preset, as
     ``pgaudit harden`` uses). ``out``: a checkpoint written after every epoch (``None``: in
-    memory). Returns a :class:`pgaudit.training.loop.HardenResult`.
+    memory). ``nproc`` > 1: train in that many worker processes (see :func:`plan_hardening`).
+    Returns a :class:`pgaudit.training.loop.HardenResult`.
     """
-    plan = plan_hardening(model, data, recipe, out=out, seed=seed, resume=resume)
+    plan = plan_hardening(model, data, recipe, out=out, seed=seed, resume=resume, nproc=nproc)
     return plan.run(device=device, progress=progress)
 
 

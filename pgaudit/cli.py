@@ -110,12 +110,9 @@ def _harden_command(spec: str, data: Path, options: dict[str, Any]) -> None:
     """Shared body of `train` and `harden`: parse the recipe options, harden, print a summary."""
     from pgaudit.api import plan_hardening
     from pgaudit.attacks.eps import parse_eps
-    from pgaudit.data.layouts import open_category
     from pgaudit.runtime import distributed
-    from pgaudit.training.setup import check_hardening_options
 
     nproc, device, out = options.pop("nproc"), options.pop("device"), options.pop("out")
-    distributed.check_launch(nproc, device, batch_size=options["batch_size"])
     eps, clean, no_reg = options.pop("eps"), options.pop("clean"), options.pop("no_reg")
     fields = {
         "epochs", "batch_size", "lr", "steps", "ema_decay", "val_fraction", "select",
@@ -127,14 +124,10 @@ def _harden_command(spec: str, data: Path, options: dict[str, Any]) -> None:
     recipe["adversarial"] = not clean  # a clean-trained checkpoint is hardened too
     recipe["regularise"] = False if no_reg else None
     changes = {k: v for k, v in recipe.items() if v is not None}
-    if nproc > 1:  # refuse what every worker would refuse, then start them
-        check_hardening_options(changes, seed=options["seed"], workers=options["workers"], out=out)
-        open_category(data, options["category"])
-        distributed.launch(distributed.without_option(sys.argv[1:], "--nproc"), nproc)
-        return
-    with distributed.worker_session(device) as device_used:
+    distributed.check_launch(nproc, device, batch_size=changes.get("batch_size"))
+    with distributed.session_or_launcher(device, nproc) as device_used:
         show = console if distributed.is_main() else Console(quiet=True)
-        plan = plan_hardening(spec, data, changes=changes, out=out, **options)
+        plan = plan_hardening(spec, data, changes=changes, out=out, nproc=nproc, **options)
         for line in plan.describe():
             show.print(escape(line), highlight=False, soft_wrap=True)
         written = _mtime(out)
@@ -234,7 +227,6 @@ def attack(
     chosen = attack_defaults(
         load_project_config(), model=model, data=data, suite=suite, out=out, category=category
     )
-    distributed.check_launch(nproc, device)
     suite_options = dict(
         eps=parse_eps_list(eps) if eps is not None else None,
         steps=steps,
@@ -242,27 +234,16 @@ def attack(
         step_size=parse_eps(step_size, option="--step-size") if step_size is not None else None,
         restarts=restarts,
     )
-    sizes = dict(max_images=max_images, batch_size=batch_size)
-    if nproc > 1:  # refuse what every worker would refuse, then start them
-        api.check_audit_options(
-            max_images=max_images, batch_size=batch_size, bootstrap=bootstrap, seed=seed,
-            out_dir=chosen["out"],
-        )  # fmt: skip
-        api.check_audit_workers(
-            nproc, chosen["suite"], chosen["data"], category=chosen["category"],
-            suite_options=suite_options, **sizes,
-        )  # fmt: skip
-        distributed.launch(distributed.without_option(sys.argv[1:], "--nproc"), nproc)
-        return
-
-    with distributed.worker_session(device, final_barrier=False) as torch_device:
+    distributed.check_launch(nproc, device)
+    with distributed.session_or_launcher(device, nproc, final_barrier=False) as dev:
         show = console if distributed.is_main() else Console(quiet=True)
         plan = api.plan_audit(
             chosen["model"], chosen["data"], chosen["suite"], out_dir=chosen["out"],
-            category=chosen["category"], suite_options=suite_options, device=torch_device,
-            trust_pickle=trust_pickle, image_size=image_size, backbone=backbone,
-            surrogate=surrogate_spec, seed=seed, bootstrap=bootstrap, save_maps=save_maps,
-            precision=precision, **sizes,
+            category=chosen["category"], suite_options=suite_options,
+            device=dev, trust_pickle=trust_pickle,
+            image_size=image_size, backbone=backbone, surrogate=surrogate_spec, nproc=nproc,
+            seed=seed, bootstrap=bootstrap, save_maps=save_maps, precision=precision,
+            max_images=max_images, batch_size=batch_size,
         )  # fmt: skip
         for line in plan.describe():
             show.print(escape(line), highlight=False, soft_wrap=True)

@@ -48,18 +48,6 @@ def _pgaudit(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 # helpers that need no second process
 
 
-def test_without_option_drops_the_option_and_its_value():
-    args = ["attack", "m.pt", "d", "--nproc", "2", "--seed", "1", "--nproc=3", "-q"]
-    assert distributed.without_option(args, "--nproc") == [
-        "attack",
-        "m.pt",
-        "d",
-        "--seed",
-        "1",
-        "-q",
-    ]
-
-
 @pytest.mark.parametrize("n, batch, world", [(10, 3, 2), (10, 3, 4), (7, 7, 1), (9, 2, 3)])
 def test_shards_cover_the_test_set_once_in_single_process_batches(n, batch, world):
     shards = [shard_batches(n, batch, r, world) for r in range(world)]
@@ -423,3 +411,70 @@ def test_harden_batch_must_split_evenly(harden_project, run_cli, monkeypatch):
     with pytest.raises(PgauditError, match="^batch_size 4 cannot be split evenly among 3"):
         loop.harden(model, open_category(harden_project / "data/widget"), model.config.train,
                     device="cpu")  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------
+# nproc through the Python API (pgaudit.workers)
+
+
+def test_api_audit_in_workers_equals_the_single_process_audit(project):
+    """``plan_audit(..., nproc=2).run()`` from Python: the files of one process, bit for bit."""
+    from pgaudit import api
+
+    options = dict(suite_options={"steps": 2}, device="cpu", batch_size=3, save_maps=True)
+    single = api.plan_audit(str(project / "micro.pt"), project / "data/fabric",
+                            out_dir=project / "api-one", **options).run()  # fmt: skip
+    plan = api.plan_audit(str(project / "micro.pt"), project / "data/fabric",
+                          out_dir=project / "api-two", nproc=2, **options)  # fmt: skip
+    assert "x 2 workers" in plan.describe()[0]
+    sharded = plan.run()
+    assert sharded is not None and sharded.meta["workers"] == 2
+    assert sharded.robust == single.robust
+    _assert_same_audit(project / "api-one", project / "api-two")
+
+
+def test_a_workers_user_error_reaches_the_caller_unchanged(project):
+    """A ParameterError raised inside the workers is raised again in the calling process, with
+    the parameters it names (so the CLI words it with its options)."""
+    from pgaudit.workers import run_in_workers
+
+    plan = dict(model=str(project / "micro.pt"), data=str(project / "data/fabric"),
+                out_dir=str(project / "bad"), batch_size=0)  # fmt: skip
+    with pytest.raises(ParameterError, match="batch_size 0 must be at least 1") as caught:
+        run_in_workers("audit", {"plan": plan, "run": {"device": "cpu", "progress": False}}, 2)
+    assert caught.value.parameters == ("batch_size",)
+    assert not (project / "bad").exists()
+
+
+def test_nproc_needs_what_every_worker_can_load(harden_project, project):
+    from pgaudit import api
+    from pgaudit.models.resolve import load_detector
+
+    loaded = load_detector(str(harden_project / "start.pt"))
+    with pytest.raises(ParameterError, match="needs model as a MODEL string") as caught:
+        api.plan_hardening(loaded, harden_project / "data/widget", out="x.pt", nproc=2)
+    assert caught.value.parameters == ("model",)
+    with pytest.raises(ParameterError, match="needs out") as caught:
+        api.plan_hardening(str(harden_project / "start.pt"), harden_project / "data/widget",
+                           nproc=2)  # fmt: skip
+    assert caught.value.parameters == ("out",)
+    with pytest.raises(ParameterError, match="every worker needs one"):
+        api.plan_audit(str(project / "micro.pt"), project / "data/fabric", out_dir=project / "n",
+                       nproc=2, batch_size=8, max_images=5)  # fmt: skip
+
+
+@needs_sharded_training
+def test_api_harden_in_workers_equals_the_single_process_run(harden_project, reference):
+    import pgaudit
+    from pgaudit.models.checkpoint import load_checkpoint
+
+    model, _ = load_checkpoint(harden_project / "start.pt")
+    result = pgaudit.harden(str(harden_project / "start.pt"), harden_project / "data/widget",
+                            out=harden_project / "api.pt", seed=3, device="cpu", nproc=2)  # fmt: skip
+    assert result.workers == 2 and result.epochs == 2 and len(result.history) == 2
+    assert result.train_config == model.config.train
+    assert result.checkpoint == harden_project / "api.pt"
+    _assert_same_weights(reference, harden_project / "api.pt")
+    for a, b in zip(result.model.state_dict().values(), load_checkpoint(result.checkpoint)[0]
+                    .state_dict().values(), strict=True):  # fmt: skip
+        assert torch.equal(a, b)

@@ -2,9 +2,10 @@
 
 Two sides:
 
-* the **launcher** (``pgaudit harden|train|attack … --nproc N``): :func:`launch` re-runs the same
-  command, minus ``--nproc``, as N workers of ``torch.distributed.run`` (torchrun's standalone
-  mode, free port); :func:`check_launch` refuses impossible requests before anything starts;
+* the **launcher** (``nproc`` of the API, ``--nproc N`` of the CLI): :func:`launch` starts N
+  workers of ``torch.distributed.run`` (torchrun's standalone mode, free port) running a module
+  (:mod:`pgaudit.workers` runs a planned job); :func:`check_launch` refuses impossible requests
+  before anything starts;
 * the **workers** (started by that launcher or by ``torchrun -m pgaudit …``; the environment holds
   ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``): :func:`worker_session` creates the default process
   group (NCCL on CUDA, gloo on the CPU) on the worker's device (``cuda:LOCAL_RANK``) and tears it
@@ -112,20 +113,6 @@ def check_launch(nproc: int, device: str, *, batch_size: int | None = None) -> N
         raise ParameterError(f"device {device!r} is not known: use auto, cpu or cuda.", "device")
 
 
-def without_option(args: Sequence[str], option: str) -> list[str]:
-    """``args`` without ``option`` and its value (``--opt V`` or ``--opt=V``)."""
-    out: list[str] = []
-    skip = False
-    for arg in args:
-        if skip:
-            skip = False
-        elif arg == option:
-            skip = True
-        elif not arg.startswith(option + "="):
-            out.append(arg)
-    return out
-
-
 @contextlib.contextmanager
 def _worker_threads(nproc: int) -> Iterator[None]:
     """Give each worker an equal share of the CPU cores (OMP_NUM_THREADS), unless set already."""
@@ -151,25 +138,22 @@ def _quiet_logger(name: str) -> Iterator[None]:
         logger.setLevel(level)
 
 
-def launch(args: Sequence[str], nproc: int) -> None:
-    """Run ``python -m pgaudit ARGS`` as ``nproc`` workers on this machine (torchrun, standalone).
+class WorkerRefused(PgauditError):
+    """A worker stopped on a user error (exit code 2); it said why (see :mod:`pgaudit.workers`)."""
 
-    Equivalent to ``torchrun --standalone --nproc-per-node NPROC -m pgaudit ARGS``. Returns when
-    every worker has finished. A failed worker stops the others; on a user error (exit code 2,
-    printed by rank 0) this exits with code 2, otherwise it raises :class:`PgauditError`.
+
+def launch(args: Sequence[str], nproc: int, *, module: str = "pgaudit") -> None:
+    """Run ``python -m MODULE ARGS`` as ``nproc`` workers on this machine (torchrun, standalone).
+
+    Equivalent to ``torchrun --standalone --nproc-per-node NPROC -m MODULE ARGS``. Returns when
+    every worker has finished. A failed worker stops the others; on a user error (exit code 2)
+    this raises :class:`WorkerRefused`, otherwise :class:`ParameterError`.
     """
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
     parsed = get_args_parser().parse_args(
-        [
-            "--standalone",
-            f"--nproc-per-node={nproc}",
-            "--max-restarts=0",
-            "--module",
-            "pgaudit",
-            *args,
-        ]
+        ["--standalone", f"--nproc-per-node={nproc}", "--max-restarts=0", "--module", module, *args]
     )
     sys.stdout.flush()
     sys.stderr.flush()
@@ -178,8 +162,8 @@ def launch(args: Sequence[str], nproc: int) -> None:
             run(parsed)
     except ChildFailedError as exc:
         first_rank, first = exc.get_first_failure()
-        if first.exitcode == PgauditError.exit_code:  # a user error, printed by rank 0
-            raise SystemExit(first.exitcode) from None
+        if first.exitcode == PgauditError.exit_code:
+            raise WorkerRefused(f"worker {first_rank} refused the run.") from None
         raise ParameterError(
             f"nproc {nproc}: worker {first_rank} failed with exit code {first.exitcode} (its "
             "traceback is above); fix the cause and run the command again.",
@@ -250,6 +234,19 @@ def worker_session(device: str, *, final_barrier: bool = True) -> Iterator[torch
     finally:
         if active():
             dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def session_or_launcher(
+    device: str, nproc: int, *, final_barrier: bool = True
+) -> Iterator[torch.device | str]:
+    """:func:`worker_session` for a run in this process (``nproc`` 1, or a torchrun worker);
+    for ``nproc`` > 1 this process only launches the workers: ``device`` as given, for them."""
+    if nproc > 1:
+        yield device
+        return
+    with worker_session(device, final_barrier=final_barrier) as dev:
+        yield dev
 
 
 def barrier() -> None:
