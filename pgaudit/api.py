@@ -49,7 +49,7 @@ from pgaudit.training.setup import plan_hardening as _plan
 
 __all__ = [
     "audit", "check_gate", "harden", "load_detector", "plan_audit", "plan_hardening",
-    "render_report",
+    "recipe_changes", "render_report",
 ]  # fmt: skip
 
 
@@ -234,6 +234,31 @@ def check_audit_workers(
             "fewer workers.",
             "nproc", "batch_size", "batch_size",
         )  # fmt: skip
+
+
+def recipe_changes(
+    *,
+    eps: str | float | None = None,
+    clean: bool = False,
+    no_reg: bool = False,
+    carry: bool | None = None,
+    **fields: Any,
+) -> dict[str, Any]:
+    """The ``changes`` of :func:`plan_hardening` that the options of ``pgaudit train`` / ``harden``
+    ask for: ``eps`` (``"4/255"`` or a number), ``clean`` (no adversarial terms), ``no_reg`` (no
+    attention regulariser), ``carry`` (carried perturbations), TrainConfig ``fields``; None: the
+    recipe's own value."""
+    from pgaudit.attacks.eps import parse_eps
+
+    changes = {k: v for k, v in fields.items() if v is not None}
+    if eps is not None:
+        changes["eps"] = parse_eps(eps)
+    if carry is not None:
+        changes["carry_perturbations"] = carry
+    changes["adversarial"] = not clean  # a clean-trained checkpoint is hardened too
+    if no_reg:
+        changes["regularise"] = False
+    return changes
 
 
 def plan_hardening(

@@ -108,22 +108,13 @@ def masks(
 
 def _harden_command(spec: str, data: Path, options: dict[str, Any]) -> None:
     """Shared body of `train` and `harden`: parse the recipe options, harden, print a summary."""
-    from pgaudit.api import plan_hardening
-    from pgaudit.attacks.eps import parse_eps
+    from pgaudit.api import plan_hardening, recipe_changes
     from pgaudit.runtime import distributed
 
     nproc, device, out = options.pop("nproc"), options.pop("device"), options.pop("out")
-    eps, clean, no_reg = options.pop("eps"), options.pop("clean"), options.pop("no_reg")
-    fields = {
-        "epochs", "batch_size", "lr", "steps", "ema_decay", "val_fraction", "select",
-        "trades_beta", "clean_epochs", "augment", "precision",
-    }  # fmt: skip
-    recipe = {k: options.pop(k) for k in fields}
-    recipe["carry_perturbations"] = options.pop("carry")
-    recipe["eps"] = parse_eps(eps) if eps is not None else None
-    recipe["adversarial"] = not clean  # a clean-trained checkpoint is hardened too
-    recipe["regularise"] = False if no_reg else None
-    changes = {k: v for k, v in recipe.items() if v is not None}
+    names = ("epochs", "batch_size", "lr", "eps", "steps", "clean", "no_reg", "carry", "ema_decay",
+             "val_fraction", "select", "trades_beta", "clean_epochs", "augment", "precision")  # fmt: skip
+    changes = recipe_changes(**{name: options.pop(name) for name in names})
     distributed.check_launch(nproc, device, batch_size=changes.get("batch_size"))
     with distributed.session_or_launcher(device, nproc) as device_used:
         show = console if distributed.is_main() else Console(quiet=True)

@@ -135,3 +135,19 @@ def test_the_python_api_example_runs_end_to_end(tmp_path):
     assert "head.weight" in hardened  # the example detector's weights, saved for reloading
     recorded = json.loads((tmp_path / "audit-mine-hardened" / "results.json").read_text())
     assert recorded["model"]["name"] == "mydetector (hardened)"
+
+
+def test_recipe_changes_are_what_the_train_options_ask_for():
+    from dataclasses import replace
+
+    from pgaudit.models.presets import get_preset
+
+    changes = api.recipe_changes(eps="4/255", clean=True, no_reg=True, carry=False, epochs=3,
+                                 lr=None)  # fmt: skip
+    assert changes == {"eps": pytest.approx(4 / 255), "adversarial": False, "regularise": False,
+                       "carry_perturbations": False, "epochs": 3}  # fmt: skip
+    assert api.recipe_changes() == {"adversarial": True}  # None / unset: the recipe's own values
+    with pytest.raises(PgauditError, match="eps"):
+        api.recipe_changes(eps="-1")
+    recipe = replace(get_preset("tiny").train, **changes)  # they are TrainConfig fields
+    assert (recipe.epochs, recipe.adversarial, recipe.regularise) == (3, False, False)
