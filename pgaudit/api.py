@@ -41,8 +41,9 @@ from pgaudit.models.presets import TrainConfig
 from pgaudit.models.resolve import LoadedDetector
 from pgaudit.models.resolve import load_detector as load_detector
 from pgaudit.precision import resolve_precision
+from pgaudit.regression import Audit
 from pgaudit.report.render import render_report as render_report
-from pgaudit.results import DEFAULT_BOOTSTRAP, AuditResults, read_results
+from pgaudit.results import DEFAULT_BOOTSTRAP, AuditResults, read_results, results_path
 from pgaudit.training.loop import HardenResult
 from pgaudit.training.setup import HardenPlan
 from pgaudit.training.setup import plan_hardening as _plan
@@ -354,9 +355,21 @@ def harden(
     return plan.run(device=device, progress=progress)
 
 
+def _audit(results: AuditResults | Mapping[str, Any] | str | Path, what: str) -> Audit:
+    """An audit to gate: results as given, or read from a folder / results.json."""
+    if isinstance(results, AuditResults):
+        return Audit(results, what)
+    if isinstance(results, Mapping):
+        return Audit(AuditResults.from_json(results, what), what)
+    path = results_path(results)
+    return Audit(read_results(path), str(path), path.parent)
+
+
 def check_gate(
     results: AuditResults | Mapping[str, Any] | str | Path,
     criteria: GateCriteria | Mapping[str, Any] | None = None,
+    *,
+    baseline: AuditResults | Mapping[str, Any] | str | Path | None = None,
     **thresholds: Any,
 ) -> GateOutcome:
     """Check an audit against a robust-AUROC bar: ``check_gate("runs/audit", min_robust_auroc=0.5)``.
@@ -364,7 +377,10 @@ def check_gate(
     ``results``: what :func:`audit` returned (or its ``to_json()`` dict), or an audit folder /
     results.json.
     ``criteria``: a :class:`~pgaudit.gate.GateCriteria` or a ``[gate]`` table; or give its fields
-    as keywords (``metric``, ``min_robust_auroc``, ``min_clean_auroc``, ``use_lower_bound``).
+    as keywords (``metric``, ``min_robust_auroc``, ``min_clean_auroc``, ``use_lower_bound``,
+    ``max_drop``, ``significant_only``). ``baseline``: an earlier audit of the same data and suite
+    (like ``results``) that ``max_drop`` compares with:
+    ``check_gate("audit", baseline="main-audit", max_drop=0.02)``.
     """
     if criteria is not None and thresholds:
         raise PgauditError("check_gate: pass criteria or keyword thresholds, not both.")
@@ -375,11 +391,9 @@ def check_gate(
             raise PgauditError(
                 f"check_gate: unknown criterion {unknown[0]!r}; use one of {sorted(fields)}."
             )
-        criteria = GateCriteria(**thresholds)
-    source = "results"
-    if isinstance(results, Mapping):
-        results = AuditResults.from_json(results, source)
-    elif not isinstance(results, AuditResults):
-        source = str(results)
-        results = read_results(results)
-    return evaluate_gate(results, criteria, source=source)
+        criteria = GateCriteria(**{k: v for k, v in thresholds.items() if v is not None})
+    audit = _audit(results, "results")
+    against = _audit(baseline, "baseline") if baseline is not None else None
+    return evaluate_gate(
+        audit.results, criteria, source=audit.source, baseline=against, folder=audit.folder
+    )

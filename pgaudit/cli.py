@@ -265,27 +265,28 @@ def attack(
 def gate(
     results: o.GateResults, min_robust_auroc: o.MinRobust = None, metric: o.GateMetric = None,
     min_clean_auroc: o.MinClean = None, junit: o.Junit = None, use_lower_bound: o.LowerBound = None,
+    baseline: o.Baseline = None, max_drop: o.MaxDrop = None,
+    significant_only: o.SignificantOnly = None, summary_md: o.SummaryMd = None,
 ) -> None:  # fmt: skip
     """CI gate: exit 0 pass, 1 fail (one line per failed criterion), 2 unusable input.
 
     Thresholds not given here come from the gate table of pgaudit.toml (tool.pgaudit.gate in
     pyproject.toml) in the working directory.
     """
+    from pgaudit.api import check_gate
     from pgaudit.config import load_project_config
-    from pgaudit.gate import GateCriteria, evaluate_gate, write_junit
-    from pgaudit.results import read_results
+    from pgaudit.gate import GateCriteria, write_junit, write_summary_md
 
     criteria = GateCriteria.resolve(
-        load_project_config(),
-        metric=metric,
-        min_robust_auroc=min_robust_auroc,
-        min_clean_auroc=min_clean_auroc,
-        use_lower_bound=use_lower_bound,
-    )
-    source = results / "results.json" if results.is_dir() else results
-    outcome = evaluate_gate(read_results(results), criteria, source=str(source))
+        load_project_config(), metric=metric, min_robust_auroc=min_robust_auroc,
+        min_clean_auroc=min_clean_auroc, use_lower_bound=use_lower_bound, max_drop=max_drop,
+        significant_only=significant_only,
+    )  # fmt: skip
+    outcome = check_gate(results, criteria, baseline=baseline)
     if junit is not None:
         write_junit(outcome, junit)
+    if summary_md is not None:
+        write_summary_md(outcome, summary_md, title=f"pgaudit gate: {results}")
     for criterion in outcome.criteria:
         style = "green" if criterion.passed else "bold red"
         _say(f"[{style}]{escape(criterion.message)}[/]")

@@ -147,6 +147,15 @@ GateMetric = Annotated[str | None, typer.Option("--metric", help=(
 MinClean = Annotated[float | None, typer.Option("--min-clean-auroc", help=(
     "Fail when the clean metric is below this (equal passes)."))]
 Junit = Annotated[Path | None, typer.Option("--junit", help="Also write JUnit XML to this file.")]
+Baseline = Annotated[Path | None, typer.Option("--baseline", metavar="AUDIT", help=(
+    "An earlier audit (folder or results.json) of the same data and suite to compare with."))]
+MaxDrop = Annotated[float | None, typer.Option("--max-drop", help=(
+    "With --baseline: fail when the robust metric fell more than this below the baseline's."))]
+SignificantOnly = Annotated[bool | None, typer.Option("--significant-only/--any-drop", help=(
+    "With --max-drop: fail only when a paired bootstrap over the test images confirms the drop "
+    "(image_auroc)."))]
+SummaryMd = Annotated[Path | None, typer.Option("--summary-md", help=(
+    "Append a Markdown verdict table to this file (e.g. $GITHUB_STEP_SUMMARY)."))]
 LowerBound = Annotated[bool | None, typer.Option("--use-lower-bound/--no-use-lower-bound", help=(
     "Compare the lower bound of the bootstrap 95% CI instead of the value."))]
 AuditDir = Annotated[Path, typer.Argument(help="Audit folder holding results.json.")]

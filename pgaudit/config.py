@@ -37,7 +37,10 @@ CONFIG_FILE = "pgaudit.toml"
 PYPROJECT_FILE = "pyproject.toml"
 STRING_KEYS = ("model", "data", "category", "suite", "out")
 GATE_METRICS = ("image_auroc", "pixel_auroc", "aupro")
-GATE_KEYS = ("min_robust_auroc", "metric", "min_clean_auroc", "use_lower_bound")
+GATE_KEYS = (
+    "min_robust_auroc", "metric", "min_clean_auroc", "use_lower_bound", "max_drop",
+    "significant_only",
+)  # fmt: skip
 
 
 def find_project_config(cwd: Path | None = None) -> Path | None:
@@ -97,7 +100,7 @@ def _check(config: dict[str, Any], path: Path, prefix: str) -> None:
         raise PgauditError(
             f"{table} has unknown key(s) {', '.join(unknown)}: the keys are {', '.join(GATE_KEYS)}."
         )
-    for key in ("min_robust_auroc", "min_clean_auroc"):
+    for key in ("min_robust_auroc", "min_clean_auroc", "max_drop"):
         if key in gate:
             value = gate[key]
             if (
@@ -110,10 +113,9 @@ def _check(config: dict[str, Any], path: Path, prefix: str) -> None:
         raise PgauditError(
             f"{table}: metric must be one of {', '.join(GATE_METRICS)} (got {gate['metric']!r})."
         )
-    if "use_lower_bound" in gate and not isinstance(gate["use_lower_bound"], bool):
-        raise PgauditError(
-            f"{table}: use_lower_bound must be true or false (got {gate['use_lower_bound']!r})."
-        )
+    for key in ("use_lower_bound", "significant_only"):
+        if key in gate and not isinstance(gate[key], bool):
+            raise PgauditError(f"{table}: {key} must be true or false (got {gate[key]!r}).")
 
 
 def config_value(config: dict[str, Any], key: str, cli_value: Any, default: Any = None) -> Any:

@@ -3,6 +3,9 @@
 Criteria: the robust (worst case over the attacks at the headline ε) and/or the clean value of one
 metric (``image_auroc``, ``pixel_auroc`` or ``aupro``) must be at least a threshold; with
 ``use_lower_bound`` the lower end of the bootstrap 95 % CI is compared instead of the point value.
+With a baseline audit, ``max_drop`` bounds how far the robust value may fall below the
+baseline's (:mod:`pgaudit.regression`; ``significant_only``: only a drop a paired bootstrap
+confirms fails).
 Thresholds come from the command line, else ``[gate]`` in pgaudit.toml (see :mod:`pgaudit.config`).
 A metric that is missing or undefined in the results is a :class:`PgauditError` (exit 2), never
 a silent pass.
@@ -19,10 +22,14 @@ from xml.etree import ElementTree as ET
 
 from pgaudit.config import GATE_KEYS, GATE_METRICS, config_value
 from pgaudit.errors import ParameterError, PgauditError
+from pgaudit.regression import Audit, Drop, check_drop, check_max_drop
 from pgaudit.results import AuditResults, Section
 
 DEFAULT_METRIC = "image_auroc"
-NO_CRITERION = "no criterion given: pass min_robust_auroc or set [gate] in pgaudit.toml."
+NO_CRITERION = (
+    "no criterion given: pass min_robust_auroc or set [gate] in pgaudit.toml (or compare with a "
+    "baseline: max_drop)."
+)
 
 
 @dataclass(frozen=True)
@@ -33,8 +40,11 @@ class GateCriteria:
     min_robust_auroc: float | None = None
     min_clean_auroc: float | None = None
     use_lower_bound: bool = False
+    max_drop: float | None = None  # against a baseline audit: the largest robust drop allowed
+    significant_only: bool = False  # ... and only a drop the paired bootstrap confirms fails
 
     def __post_init__(self) -> None:
+        check_max_drop(self.max_drop)
         if self.metric not in GATE_METRICS:
             raise ParameterError(
                 f"metric {self.metric}: unknown gate metric; use one of {', '.join(GATE_METRICS)}.",
@@ -56,6 +66,8 @@ class GateCriteria:
         min_robust_auroc: float | None = None,
         min_clean_auroc: float | None = None,
         use_lower_bound: bool | None = None,
+        max_drop: float | None = None,
+        significant_only: bool | None = None,
     ) -> GateCriteria:
         """Criteria from command-line values (None: not given) over the project config."""
         config = dict(config or {})
@@ -64,6 +76,8 @@ class GateCriteria:
             min_robust_auroc=config_value(config, "gate.min_robust_auroc", min_robust_auroc),
             min_clean_auroc=config_value(config, "gate.min_clean_auroc", min_clean_auroc),
             use_lower_bound=config_value(config, "gate.use_lower_bound", use_lower_bound, False),
+            max_drop=config_value(config, "gate.max_drop", max_drop),
+            significant_only=config_value(config, "gate.significant_only", significant_only, False),
         )
 
     @classmethod
@@ -179,26 +193,65 @@ def _check(
     )
 
 
+def _drop_criterion(drop: Drop, baseline: Audit) -> CriterionResult:
+    name = f"{drop.scope} {drop.metric} drop"
+    shown, bar = _fmt(drop.drop, drop.max_drop)
+    op = "<=" if drop.drop <= drop.max_drop else ">"
+    verdict = f"{'PASS' if drop.passed else 'FAIL'} {name} {shown} {op} {bar}"
+    context = f"{drop.baseline:.3f} -> {drop.value:.3f} against baseline {baseline.source}"
+    if drop.bound is not None:
+        verdict += "" if not drop.passed else " but not significantly"
+        context += f"; paired bootstrap: at least {drop.bound:.3f} with 95% confidence"
+    return CriterionResult(
+        name=name, scope=drop.scope, metric=drop.metric, passed=drop.passed, value=drop.drop,
+        threshold=drop.max_drop, message=f"{verdict} ({context})", op="<=",
+    )  # fmt: skip
+
+
 def evaluate_gate(
     results: AuditResults,
     criteria: GateCriteria | Mapping[str, Any],
     *,
     source: str = "results.json",
+    baseline: Audit | None = None,
+    folder: Path | None = None,
 ) -> GateOutcome:
     """Check an audit against the criteria (a :class:`GateCriteria` or a ``[gate]`` table).
 
     Raises :class:`PgauditError` when no threshold is set or a needed metric is missing or
-    undefined. ``source`` names the file in those messages.
+    undefined. ``source`` names the file in those messages. ``baseline``: the audit that
+    ``max_drop`` compares with; ``folder``: this audit's folder (its scores.npz, for
+    ``significant_only``).
     """
     if not isinstance(criteria, GateCriteria):
         criteria = GateCriteria.from_mapping(criteria)
-    if criteria.min_robust_auroc is None and criteria.min_clean_auroc is None:
+    if criteria.max_drop is not None and baseline is None:
+        raise ParameterError(
+            "max_drop needs baseline: the audit to compare with.", "max_drop", "baseline"
+        )
+    if baseline is not None and criteria.max_drop is None:
+        raise ParameterError(
+            "baseline needs max_drop: the largest drop of the robust metric to allow, e.g. 0.02.",
+            "baseline", "max_drop",
+        )  # fmt: skip
+    if criteria.significant_only and criteria.max_drop is None:
+        raise ParameterError(
+            "significant_only applies to max_drop: give a baseline and max_drop.",
+            "significant_only", "max_drop",
+        )  # fmt: skip
+    if (criteria.min_robust_auroc, criteria.min_clean_auroc, criteria.max_drop) == (None,) * 3:
         raise ParameterError(NO_CRITERION, "min_robust_auroc")
     checks = []
     if criteria.min_robust_auroc is not None:
         checks.append(_check(results, "robust", criteria.min_robust_auroc, criteria, source))
     if criteria.min_clean_auroc is not None:
         checks.append(_check(results, "clean", criteria.min_clean_auroc, criteria, source))
+    if baseline is not None and criteria.max_drop is not None:
+        drop = check_drop(
+            Audit(results, source, folder), baseline, metric=criteria.metric,
+            max_drop=criteria.max_drop, significant_only=criteria.significant_only,
+        )  # fmt: skip
+        checks.append(_drop_criterion(drop, baseline))
     return GateOutcome(checks)
 
 
@@ -217,7 +270,7 @@ def write_junit(outcome: GateOutcome, path: str | Path) -> Path:
             "testcase",
             {
                 "classname": "pgaudit.gate",
-                "name": f"{criterion.name} >= {criterion.threshold:g}",
+                "name": f"{criterion.name} {criterion.op} {criterion.threshold:g}",
                 "time": "0",
             },
         )
@@ -235,5 +288,42 @@ def write_junit(outcome: GateOutcome, path: str | Path) -> Path:
     except OSError as exc:
         raise PgauditError(
             f"{path}: cannot write the JUnit file ({exc.strerror}); choose a writable path."
+        ) from None
+    return path
+
+
+def _md(text: str) -> str:
+    """Text safe inside a Markdown table cell (no pipes, no line breaks, no HTML)."""
+    for a, b in (("\\", "\\\\"), ("|", "\\|"), ("<", "&lt;"), (">", "&gt;"), ("\n", " ")):
+        text = text.replace(a, b)
+    return text
+
+
+def summary_markdown(outcome: GateOutcome, title: str = "pgaudit gate") -> str:
+    """A short Markdown verdict: a heading with PASS / FAIL and one table row per criterion."""
+    lines = [
+        f"### {_md(title)}: {'PASS' if outcome.passed else 'FAIL'}",
+        "",
+        "| criterion | value | bar | verdict | details |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for c in outcome.criteria:
+        op = {"<=": "≤", ">=": "≥"}.get(c.op, c.op)
+        value, bar = _fmt(c.value, c.threshold)
+        lines.append(f"| {_md(c.name)} | {value} | {op} {bar} | "
+                     f"{'pass' if c.passed else '**FAIL**'} | {_md(c.message)} |")  # fmt: skip
+    return "\n".join(lines) + "\n\n"
+
+
+def write_summary_md(outcome: GateOutcome, path: str | Path, title: str = "pgaudit gate") -> Path:
+    """Append :func:`summary_markdown` to ``path`` (GitHub's ``$GITHUB_STEP_SUMMARY`` appends)."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as file:
+            file.write(summary_markdown(outcome, title))
+    except OSError as exc:
+        raise PgauditError(
+            f"{path}: cannot write the Markdown summary ({exc.strerror}); choose a writable path."
         ) from None
     return path

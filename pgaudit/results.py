@@ -488,14 +488,15 @@ class AuditResults:
 # files
 
 
-def _results_path(path: str | Path) -> Path:
+def results_path(path: str | Path) -> Path:
+    """``path``'s results.json: the file itself, or the one inside an audit folder."""
     path = Path(path)
     return path / "results.json" if path.is_dir() else path
 
 
 def read_results(path: str | Path) -> AuditResults:
     """Read and check a results.json (or the audit folder that holds one)."""
-    path = _results_path(path)
+    path = results_path(path)
     if not path.is_file():
         raise PgauditError(
             f"{path} does not exist: pass the results.json written by `pgaudit attack` "

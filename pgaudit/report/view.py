@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -230,7 +230,10 @@ def gate_view(
         return GateView("none", "no gate thresholds set")
     assert criteria is not None
     try:
-        outcome = evaluate_gate(results, criteria)
+        if not isinstance(criteria, GateCriteria):
+            criteria = GateCriteria.from_mapping(criteria)
+        # A report has no baseline: it shows the absolute criteria (max_drop is the gate's).
+        outcome = evaluate_gate(results, replace(criteria, max_drop=None, significant_only=False))
     except PgauditError as exc:
         return GateView("fail", source, error=str(exc))
     checks = []
