@@ -34,9 +34,10 @@ from pgaudit.attacks.runner import check_audit_options
 from pgaudit.attacks.suites import Suite, build_suite, check_suite_options
 from pgaudit.data.layouts import open_category
 from pgaudit.data.records import Category
+from pgaudit.dataset_summary import is_summary, read_summary
 from pgaudit.devices import resolve_device
 from pgaudit.errors import ParameterError, PgauditError
-from pgaudit.gate import GateCriteria, GateOutcome, evaluate_gate
+from pgaudit.gate import GateCriteria, GateOutcome, evaluate_gate, evaluate_summary_gate
 from pgaudit.models.presets import TrainConfig
 from pgaudit.models.resolve import LoadedDetector
 from pgaudit.models.resolve import load_detector as load_detector
@@ -392,6 +393,14 @@ def check_gate(
                 f"check_gate: unknown criterion {unknown[0]!r}; use one of {sorted(fields)}."
             )
         criteria = GateCriteria(**{k: v for k, v in thresholds.items() if v is not None})
+    if isinstance(results, str | Path) and is_summary(results):
+        if not isinstance(criteria, GateCriteria):
+            criteria = GateCriteria.from_mapping(criteria)
+        theirs = read_summary(baseline) if isinstance(baseline, str | Path) else None
+        if baseline is not None and theirs is None:
+            raise ParameterError("baseline of a summary: pass its folder.", "baseline")
+        return evaluate_summary_gate(read_summary(results), criteria, source=str(results),
+                                     baseline=theirs)  # fmt: skip
     audit = _audit(results, "results")
     against = _audit(baseline, "baseline") if baseline is not None else None
     return evaluate_gate(

@@ -15,7 +15,6 @@ from rich.console import Console
 from rich.markup import escape
 
 import pgaudit.cli_options as o
-from pgaudit import __version__
 from pgaudit.errors import Interrupted, ParameterError, PgauditError
 from pgaudit.results import DEFAULT_BOOTSTRAP
 
@@ -38,18 +37,8 @@ def _say(text: str) -> None:
     console.print(text, highlight=False, soft_wrap=True)
 
 
-def _version_callback(value: bool) -> None:
-    if value:
-        console.print(f"pgaudit {__version__}")
-        raise typer.Exit()
-
-
 @app.callback()
-def _root(
-    version: bool = typer.Option(
-        False, "--version", callback=_version_callback, is_eager=True, help="Print the version."
-    ),
-) -> None:
+def _root(version: o.Version = False) -> None:
     """Audit and harden visual anomaly detectors against adversarial attacks."""
 
 
@@ -106,7 +95,7 @@ def masks(
 # --- train / harden ---
 
 
-def _harden_command(spec: str, data: Path, options: dict[str, Any]) -> None:
+def _harden_command(spec: str, data: Path, options: dict[str, Any], default_out: str) -> None:
     """Shared body of `train` and `harden`: parse the recipe options, harden, print a summary."""
     from pgaudit.api import plan_hardening, recipe_changes
     from pgaudit.runtime import distributed
@@ -115,6 +104,13 @@ def _harden_command(spec: str, data: Path, options: dict[str, Any]) -> None:
     names = ("epochs", "batch_size", "lr", "eps", "steps", "clean", "no_reg", "carry", "ema_decay",
              "val_fraction", "select", "trades_beta", "clean_epochs", "augment", "precision")  # fmt: skip
     changes = recipe_changes(**{name: options.pop(name) for name in names})
+    if options.pop("all_categories"):
+        from pgaudit import roots
+
+        runs = roots.train_categories(spec, data, out or Path("models"), changes=changes,
+                                      device=device, nproc=nproc, say=_say_text, **options)  # fmt: skip
+        return roots.raise_if_failed(runs)
+    out = out or Path(default_out)
     distributed.check_launch(nproc, device, batch_size=changes.get("batch_size"))
     with distributed.session_or_launcher(device, nproc) as device_used:
         show = console if distributed.is_main() else Console(quiet=True)
@@ -129,6 +125,10 @@ def _harden_command(spec: str, data: Path, options: dict[str, Any]) -> None:
         for line in result.describe()[:-1]:
             show.print(escape(line), highlight=False, soft_wrap=True)
         show.print(f"[green]saved[/] {escape(result.describe()[-1])}", soft_wrap=True)
+
+
+def _say_text(text: str) -> None:
+    _say(escape(text))
 
 
 def _mtime(path: Path) -> int | None:
@@ -148,7 +148,7 @@ def _resume_hint(out: Path, before: int | None, resumed: bool) -> str:
 def harden_cmd(
     model: o.HardenModel,
     data: o.DataArg,
-    out: o.TrainOut = Path("hardened.pt"),
+    out: o.TrainOut = None, all_categories: o.AllCategories = False,
     category: o.CategoryOpt = None, preset: o.Preset = None, epochs: o.Epochs = None,
     batch_size: o.BatchSize = None, lr: o.Lr = None, eps: o.TrainEps = None, steps: o.Steps = None,
     clean: o.Clean = False, no_reg: o.NoReg = False, carry: o.Carry = None, ema_decay: o.EmaDecay = None,
@@ -160,13 +160,13 @@ def harden_cmd(
 ) -> None:  # fmt: skip
     """Harden a detector with FAPA + PGD adversarial training (PatchGuard recipe)."""
     options = dict(locals())
-    _harden_command(options.pop("model"), options.pop("data"), options)
+    _harden_command(options.pop("model"), options.pop("data"), options, "hardened.pt")
 
 
 @app.command("train")
 def train_cmd(
     data: o.DataArg,
-    out: o.TrainOut = Path("patchguard.pt"),
+    out: o.TrainOut = None, all_categories: o.AllCategories = False,
     category: o.CategoryOpt = None, preset: o.Preset = None, epochs: o.Epochs = None,
     batch_size: o.BatchSize = None, lr: o.Lr = None, eps: o.TrainEps = None, steps: o.Steps = None,
     clean: o.Clean = False, no_reg: o.NoReg = False, carry: o.Carry = None, ema_decay: o.EmaDecay = None,
@@ -178,23 +178,13 @@ def train_cmd(
 ) -> None:  # fmt: skip
     """Train a fresh PatchGuard (= `harden patchguard DATA`)."""
     options = dict(locals())
-    _harden_command("patchguard", options.pop("data"), options)
+    _harden_command("patchguard", options.pop("data"), options, "patchguard.pt")
 
 
 # --- attack ---
 
 
-_ATTACK_HELP = (
-    "Stress-test a detector with an attack suite; write AUDIT_DIR/results.json and scores.npz."
-    "\n\n"
-    "Detection attacks push each image score the wrong way (normal up, anomalous down); "
-    "localization attacks raise normal patches and lower defective ones. The robust metrics are "
-    "the per-image worst case over the clean images and all L∞ attacks at the headline ε. "
-    "MODEL, DATA, --suite, --out and --category default to pgaudit.toml when present."
-)
-
-
-@app.command("attack", help=_ATTACK_HELP)
+@app.command("attack", help=o.ATTACK_HELP)
 def attack(
     model: o.AttackModel = None, data: o.AttackData = None, suite: o.SuiteOpt = None,
     out: o.AuditOut = None, category: o.CategoryOpt = None, eps: o.AttackEps = None,
@@ -205,9 +195,9 @@ def attack(
     bootstrap: o.Bootstrap = DEFAULT_BOOTSTRAP, save_maps: o.SaveMaps = False,
     report: o.WithReport = False, quiet: o.Quiet = False, trust_pickle: o.TrustPickle = False,
     image_size: o.ImageSize = None, backbone: o.Backbone = None, nproc: o.AuditNproc = 1,
-    surrogate_spec: o.Surrogate = None,
+    surrogate_spec: o.Surrogate = None, all_categories: o.AllCategories = False,
 ) -> None:  # fmt: skip
-    """Stress-test a detector with an attack suite (help text: _ATTACK_HELP)."""
+    """Stress-test a detector with an attack suite (help text: cli_options.ATTACK_HELP)."""
     import shlex
 
     from pgaudit import api
@@ -226,16 +216,24 @@ def attack(
         restarts=restarts,
     )
     distributed.check_launch(nproc, device)
+    options = dict(suite_options=suite_options, trust_pickle=trust_pickle, image_size=image_size,
+                   backbone=backbone, surrogate=surrogate_spec, nproc=nproc, seed=seed,
+                   bootstrap=bootstrap, save_maps=save_maps, precision=precision,
+                   max_images=max_images, batch_size=batch_size)  # fmt: skip
+    if all_categories:
+        from pgaudit import roots
+
+        runs, summary = roots.audit_categories(
+            chosen["model"], chosen["data"], chosen["suite"], out_dir=chosen["out"], say=_say_text,
+            category=chosen["category"], device=device, run_options={"progress": not quiet},
+            **options,
+        )  # fmt: skip
+        _say_text(f"wrote {summary}")
+        return roots.raise_if_failed(runs)
     with distributed.session_or_launcher(device, nproc, final_barrier=False) as dev:
         show = console if distributed.is_main() else Console(quiet=True)
-        plan = api.plan_audit(
-            chosen["model"], chosen["data"], chosen["suite"], out_dir=chosen["out"],
-            category=chosen["category"], suite_options=suite_options,
-            device=dev, trust_pickle=trust_pickle,
-            image_size=image_size, backbone=backbone, surrogate=surrogate_spec, nproc=nproc,
-            seed=seed, bootstrap=bootstrap, save_maps=save_maps, precision=precision,
-            max_images=max_images, batch_size=batch_size,
-        )  # fmt: skip
+        plan = api.plan_audit(chosen["model"], chosen["data"], chosen["suite"], out_dir=chosen["out"],
+                              category=chosen["category"], device=dev, **options)  # fmt: skip
         for line in plan.describe():
             show.print(escape(line), highlight=False, soft_wrap=True)
         command = shlex.join(["pgaudit", *sys.argv[1:]])
@@ -302,12 +300,9 @@ def report(
     """Write a self-contained HTML audit report (no network, shareable as an attachment)."""
     from pgaudit.report import project_gate_criteria, render_report
 
-    written = render_report(
-        [audit_dir, *(compare or [])],
-        out if out is not None else audit_dir / "report.html",
-        include_paths=include_paths,
-        gate_criteria=project_gate_criteria(),
-    )
+    out = out if out is not None else audit_dir / "report.html"
+    written = render_report([audit_dir, *(compare or [])], out, include_paths=include_paths,
+                            gate_criteria=project_gate_criteria())  # fmt: skip
     size = written.stat().st_size / 1e6
     _say(f"wrote {escape(str(written))} ({size:.1f} MB)")
 

@@ -81,7 +81,12 @@ Nproc = Annotated[int, typer.Option("--nproc", help=(
     "Training processes on this machine, each with an equal share of every batch "
     "(torch.distributed; one GPU each on CUDA). Across machines: torchrun -m pgaudit …."))]
 CategoryOpt = Annotated[str | None, typer.Option("--category", "-c", help="Category of a root.")]
-TrainOut = Annotated[Path, typer.Option("--out", "-o", help="Checkpoint to write.")]
+TrainOut = Annotated[Path | None, typer.Option("--out", "-o", help=(
+    "Checkpoint to write (default patchguard.pt / hardened.pt; with --all-categories a folder of "
+    "<category>.pt, default models/)."))]
+AllCategories = Annotated[bool, typer.Option("--all-categories", help=(
+    "Every category of the DATA root, one by one (a category that fails is reported, the others "
+    "still run); rerun to continue: finished categories are skipped, interrupted ones resumed."))]
 # fmt: on
 
 # --- attack ---
@@ -135,6 +140,29 @@ Surrogate = Annotated[str | None, typer.Option("--surrogate", help=(
     "A smooth stand-in MODEL (e.g. a clean-trained baseline) for the standard/full suites' "
     "transfer check; without it that check is skipped."))]
 # fmt: on
+
+ATTACK_HELP = (
+    "Stress-test a detector with an attack suite; write AUDIT_DIR/results.json and scores.npz."
+    "\n\n"
+    "Detection attacks push each image score the wrong way (normal up, anomalous down); "
+    "localization attacks raise normal patches and lower defective ones. The robust metrics are "
+    "the per-image worst case over the clean images and all L∞ attacks at the headline ε. "
+    "MODEL, DATA, --suite, --out and --category default to pgaudit.toml when present."
+)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from pgaudit import __version__
+
+        typer.echo(f"pgaudit {__version__}")
+        raise typer.Exit()
+
+
+Version = Annotated[
+    bool,
+    typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version."),
+]
 
 # --- gate / report / demo / fit-baseline ---
 

@@ -21,9 +21,10 @@ from typing import Any
 from xml.etree import ElementTree as ET
 
 from pgaudit.config import GATE_KEYS, GATE_METRICS, config_value
+from pgaudit.dataset_summary import DatasetSummary
 from pgaudit.errors import ParameterError, PgauditError
 from pgaudit.regression import Audit, Drop, check_drop, check_max_drop
-from pgaudit.results import AuditResults, Section
+from pgaudit.results import AuditResults, Section, read_results
 
 DEFAULT_METRIC = "image_auroc"
 NO_CRITERION = (
@@ -193,8 +194,8 @@ def _check(
     )
 
 
-def _drop_criterion(drop: Drop, baseline: Audit) -> CriterionResult:
-    name = f"{drop.scope} {drop.metric} drop"
+def _drop_criterion(drop: Drop, baseline: Audit, category: str | None = None) -> CriterionResult:
+    name = f"{drop.scope} {drop.metric} drop" + (f" [{category}]" if category else "")
     shown, bar = _fmt(drop.drop, drop.max_drop)
     op = "<=" if drop.drop <= drop.max_drop else ">"
     verdict = f"{'PASS' if drop.passed else 'FAIL'} {name} {shown} {op} {bar}"
@@ -252,6 +253,81 @@ def evaluate_gate(
             max_drop=criteria.max_drop, significant_only=criteria.significant_only,
         )  # fmt: skip
         checks.append(_drop_criterion(drop, baseline))
+    return GateOutcome(checks)
+
+
+def _summary_criterion(
+    summary: DatasetSummary, scope: str, threshold: float, metric: str, source: str
+) -> list[CriterionResult]:
+    mean, worst = summary.mean(scope, metric), summary.worst(scope, metric)
+    if mean.value is None or worst is None:
+        raise ParameterError(
+            f"{source}: {scope} {metric} has no mean ({mean.reason}); choose another metric or "
+            "re-run the audit of those categories.",
+            "metric",
+        )
+    n = len(summary.categories)
+    out = []
+    for name, value, context in (
+        (f"{scope} {metric} (mean)", mean.value, f"mean of {n} categories"),
+        (f"{scope} {metric} (worst category)", worst[1], f"{worst[0].name}"),
+    ):
+        passed = value >= threshold
+        shown, bar = _fmt(value, threshold)
+        verdict = f"PASS {name} {shown} >= {bar}" if passed else f"FAIL {name} {shown} < {bar}"
+        out.append(CriterionResult(name, scope, metric, passed, value, float(threshold),
+                                   f"{verdict} ({context})"))  # fmt: skip
+    return out
+
+
+def evaluate_summary_gate(
+    summary: DatasetSummary,
+    criteria: GateCriteria,
+    *,
+    source: str = "summary.json",
+    baseline: DatasetSummary | None = None,
+) -> GateOutcome:
+    """The gate on a whole dataset: each threshold on the mean over the categories and on the
+    worst category; ``max_drop`` per category against a baseline summary of the same categories."""
+    if summary.failed:
+        names = ", ".join(c.name for c in summary.failed)
+        raise PgauditError(
+            f"{source}: the audit of {names} failed; fix it and re-run `pgaudit attack`, so that "
+            "every category is gated."
+        )
+    if criteria.use_lower_bound:
+        raise ParameterError(
+            "use_lower_bound compares one audit's interval; a dataset's mean has none: drop it.",
+            "use_lower_bound",
+        )
+    if (criteria.max_drop is None) != (baseline is None):
+        raise ParameterError(
+            "max_drop and baseline go together: give both or neither.", "max_drop", "baseline"
+        )
+    if (criteria.min_robust_auroc, criteria.min_clean_auroc, criteria.max_drop) == (None,) * 3:
+        raise ParameterError(NO_CRITERION, "min_robust_auroc")
+    checks: list[CriterionResult] = []
+    for scope, threshold in (("robust", criteria.min_robust_auroc),
+                             ("clean", criteria.min_clean_auroc)):  # fmt: skip
+        if threshold is not None:
+            checks += _summary_criterion(summary, scope, threshold, criteria.metric, source)
+    if baseline is not None and criteria.max_drop is not None:
+        mine, theirs = [c.name for c in summary.categories], [c.name for c in baseline.categories]
+        if sorted(mine) != sorted(theirs):
+            raise ParameterError(
+                f"baseline summary has the categories {', '.join(sorted(theirs))}, not "
+                f"{', '.join(sorted(mine))}: compare audits of the same dataset.",
+                "baseline",
+            )
+        by_name = {c.name: c for c in baseline.categories}
+        for entry in summary.categories:
+            here, there = summary.audit_folder(entry), baseline.audit_folder(by_name[entry.name])
+            assert here is not None and there is not None  # "ok" entries have their folder
+            audit = Audit(read_results(here), str(here / "results.json"), here)
+            against = Audit(read_results(there), str(there / "results.json"), there)
+            drop = check_drop(audit, against, metric=criteria.metric,
+                              max_drop=criteria.max_drop, significant_only=criteria.significant_only)  # fmt: skip
+            checks.append(_drop_criterion(drop, against, entry.name))
     return GateOutcome(checks)
 
 
