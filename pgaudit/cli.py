@@ -229,6 +229,8 @@ def attack(
             **options,
         )  # fmt: skip
         _say_text(f"wrote {summary}")
+        if report:
+            _write_report(chosen["out"])
         return roots.raise_if_failed(runs)
     with distributed.session_or_launcher(device, nproc, final_barrier=False) as dev:
         show = console if distributed.is_main() else Console(quiet=True)
@@ -248,12 +250,16 @@ def attack(
         _say(note)
     console.print(f"wrote {escape(str(audit_dir / 'results.json'))}", highlight=False)
     if report:
-        from pgaudit.report import project_gate_criteria, render_report
+        _write_report(audit_dir)
 
-        written = render_report(
-            audit_dir, audit_dir / "report.html", gate_criteria=project_gate_criteria()
-        )
-        console.print(f"wrote {escape(str(written))}", highlight=False)
+
+def _write_report(audit_dir: Path) -> None:
+    from pgaudit.report import project_gate_criteria, render_report
+
+    written = render_report(
+        audit_dir, audit_dir / "report.html", gate_criteria=project_gate_criteria()
+    )
+    console.print(f"wrote {escape(str(written))}", highlight=False)
 
 
 # --- report / gate / demo ---
@@ -300,11 +306,10 @@ def report(
     """Write a self-contained HTML audit report (no network, shareable as an attachment)."""
     from pgaudit.report import project_gate_criteria, render_report
 
-    out = out if out is not None else audit_dir / "report.html"
-    written = render_report([audit_dir, *(compare or [])], out, include_paths=include_paths,
+    audits = [audit_dir, *compare] if compare else audit_dir  # one folder: a root's summary too
+    written = render_report(audits, out or audit_dir / "report.html", include_paths=include_paths,
                             gate_criteria=project_gate_criteria())  # fmt: skip
-    size = written.stat().st_size / 1e6
-    _say(f"wrote {escape(str(written))} ({size:.1f} MB)")
+    _say(f"wrote {escape(str(written))} ({written.stat().st_size / 1e6:.1f} MB)")
 
 
 @app.command("demo")

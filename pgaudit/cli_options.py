@@ -186,7 +186,8 @@ SummaryMd = Annotated[Path | None, typer.Option("--summary-md", help=(
     "Append a Markdown verdict table to this file (e.g. $GITHUB_STEP_SUMMARY)."))]
 LowerBound = Annotated[bool | None, typer.Option("--use-lower-bound/--no-use-lower-bound", help=(
     "Compare the lower bound of the bootstrap 95% CI instead of the value."))]
-AuditDir = Annotated[Path, typer.Argument(help="Audit folder holding results.json.")]
+AuditDir = Annotated[Path, typer.Argument(help=(
+    "Audit folder holding results.json (or a root's audit folder holding summary.json)."))]
 ReportOut = Annotated[Path | None, typer.Option("--out", "-o", help=(
     "HTML file to write (default: AUDIT_DIR/report.html)."))]
 IncludePaths = Annotated[bool, typer.Option("--include-paths", help=(

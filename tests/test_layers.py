@@ -56,7 +56,7 @@ ALLOWED: dict[str, set[str]] = {
     "dataset_summary": {"errors", "results"},
     "regression": {"errors", "results", "metrics"},
     "gate": {"errors", "config", "results", "regression", "dataset_summary"},
-    "report": {"errors", "config", "results", "gate"},
+    "report": {"errors", "config", "results", "gate", "dataset_summary"},
 }
 
 

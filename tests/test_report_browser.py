@@ -120,3 +120,45 @@ def test_a_missing_chromium_fails_where_ci_requires_it(tmp_path):
                             timeout=300)  # fmt: skip
     assert failed.returncode == 1, failed.stdout[-2000:]
     assert "1 error" in failed.stdout and f"{REQUIRE}=1 but {MISSING}" in failed.stdout
+
+
+@pytest.fixture(scope="module")
+def dataset_report(tmp_path_factory) -> Path:
+    """The report of a 3-category root's audit (summary.json + one audit folder per category)."""
+    from pgaudit.dataset_summary import entry_from_results, summarize, write_summary
+    from pgaudit.results import read_results
+
+    audit = tmp_path_factory.mktemp("dataset") / "audit"
+    entries = []
+    for i, name in enumerate(("bottle", "cable", "grid<b>")):
+        folder = make_audit_dir(audit, name=name, model_name=f"PatchGuard {name}",
+                                strength=i / 2)  # fmt: skip
+        entries.append(entry_from_results(name, name, read_results(folder)))
+    write_summary(summarize("data/mvtec", "quick", entries, "8/255"), audit)
+    return render_report(audit, audit / "report.html")
+
+
+def test_a_dataset_report_opens_with_its_category_table(dataset_report, tmp_path):
+    assert dataset_report.stat().st_size < 5e6
+    text = dataset_report.read_text(encoding="utf-8")
+    assert "grid&lt;b&gt;" in text and "grid<b>" not in text  # escaped
+    for key in ("a0", "a1", "a2"):  # each row links to its category's section
+        assert f'href="#cat-{key}"' in text and f'id="cat-{key}"' in text
+    probed = tmp_path / "probed.html"
+    page = re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", text)
+    ids = ["dataset", "verdict", "attacks", "gallery", "sanity"]
+    probed.write_text(page.replace("</body>", PROBE % json.dumps(ids) + "</body>"))
+    proc = _chromium(tmp_path, probed, "--dump-dom")
+    found = re.search(r'<pre id="probe">(.*?)</pre>', proc.stdout, re.S)
+    assert found, proc.stderr[-2000:]
+    result = json.loads(html_lib.unescape(found.group(1)))
+    assert all(result["sections"].values()), result["sections"]
+    assert result["broken"] == 0 and result["images"] > 0
+    shot = tmp_path / "shot.png"
+    proc = _chromium(tmp_path, dataset_report, f"--screenshot={shot}")
+    assert shot.is_file(), proc.stderr[-2000:]
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    assert pixels.std() > 5  # not blank: text, a table and charts on the first screen

@@ -114,8 +114,10 @@ def test_a_whole_root_is_audited_into_one_summary_and_gated(root, run_cli, monke
     assert gate.exit_code == 2 and "the audit of fabric-b failed" in " ".join(gate.stderr.split())
 
     res = run_cli("attack", "models", "data", "--all-categories", "--out", "audit", "--steps",
-                  "2", "--device", "cpu", "--bootstrap", "0", "--quiet")  # fmt: skip
+                  "2", "--device", "cpu", "--bootstrap", "0", "--quiet", "--report")  # fmt: skip
     assert res.exit_code == 0, res.stderr
+    page = (root / "audit/report.html").read_text()
+    assert "3 categories of data" in page and page.count('href="#cat-a') == 3
     data = json.loads((root / "audit/summary.json").read_text())
     for scope in ("clean", "robust"):
         for metric in ("image_auroc", "pixel_auroc"):

@@ -15,6 +15,7 @@ import jinja2
 from markupsafe import Markup
 
 from pgaudit import __version__
+from pgaudit.dataset_summary import METRICS, DatasetSummary, is_summary, read_summary
 from pgaudit.errors import PgauditError
 from pgaudit.gate import GateCriteria
 from pgaudit.report.view import (
@@ -60,6 +61,24 @@ def project_gate_criteria(cwd: Path | None = None) -> dict[str, Any] | None:
     return dict(gate)
 
 
+def _dataset_rows(summary: DatasetSummary, views: list[AuditView], notes: Notes) -> dict[str, Any]:
+    """The first page of a dataset report: one row per category (linked to its section), the
+    mean over the categories and the worst category."""
+    by_name = {v.label: v for v in views}
+    rows = []
+    for entry in summary.categories:
+        view = by_name.get(entry.name)
+        cells = [cell(entry.metric(s, m), notes) for m in METRICS for s in ("clean", "robust")]
+        rows.append({"name": entry.name, "key": view.key if view else None, "cells": cells,
+                     "error": entry.error, "n_test": entry.n_test})  # fmt: skip
+    mean = [cell(summary.mean(s, m), notes) for m in METRICS for s in ("clean", "robust")]
+    return {
+        "rows": rows, "mean": mean, "metrics": [METRIC_LABELS[m] for m in METRICS],
+        "root": Path(summary.root).name or summary.root, "suite": summary.suite,
+        "eps": summary.headline_eps_label, "failed": [c.name for c in summary.failed],
+    }  # fmt: skip
+
+
 def _audit_paths(audits: Sequence[Path | str] | Path | str) -> list[tuple[Path, Path]]:
     """Each argument → (audit folder, results.json)."""
     items = [audits] if isinstance(audits, str | Path) else list(audits)
@@ -78,6 +97,12 @@ def build_html(
     gate_criteria: GateCriteria | Mapping[str, Any] | None = None,
 ) -> str:
     """The report as an HTML string (see :func:`render_report`)."""
+    summary = None
+    if isinstance(audits, str | Path) and is_summary(audits):  # a whole root
+        summary = read_summary(audits)
+        audits = [summary.audit_folder(c) for c in summary.categories if c.status == "ok"]  # type: ignore[misc]
+        if not audits:
+            raise PgauditError(f"{summary.folder}: every category's audit failed; nothing to show.")
     loaded: list[tuple[Path, AuditResults, AuditResults]] = []
     for audit_dir, results_path in _audit_paths(audits):
         raw = read_results(results_path)
@@ -102,6 +127,9 @@ def build_html(
         )
         for i, (audit_dir, raw, shown) in enumerate(loaded)
     ]
+    if summary is not None:
+        for v, (audit_dir, _, _) in zip(views, loaded, strict=True):
+            v.label = audit_dir.name  # the category
     labels = [v.label for v in views]
     for v in views:
         if labels.count(v.label) > 1:
@@ -110,7 +138,7 @@ def build_html(
                           with_library)  # fmt: skip
 
     compare_rows = []
-    if len(views) > 1:
+    if len(views) > 1 and summary is None:
         for m in TABLE_METRICS:
             if not any(h["key"] == m for v in views for h in v.headline):
                 continue
@@ -126,7 +154,10 @@ def build_html(
                 {"metric": METRIC_LABELS[m], "cells": cells, "primary": m in HEADLINE_METRICS}
             )
 
-    if len(views) == 1:
+    dataset = _dataset_rows(summary, views, notes) if summary is not None else None
+    if dataset is not None:
+        title = f"Robustness audit · {len(summary.categories)} categories of {dataset['root']}"  # type: ignore[union-attr]
+    elif len(views) == 1:
         title = f"Robustness audit · {views[0].label} on {views[0].data['name']}"
     else:
         title = "Robustness comparison · " + " vs ".join(v.label for v in views)
@@ -140,6 +171,7 @@ def build_html(
             audits=views,
             compare=len(views) > 1,
             compare_rows=compare_rows,
+            dataset=dataset,
             charts=charts,
             notes=notes.items,
             version=__version__,
