@@ -263,6 +263,20 @@ def recipe_changes(
     return changes
 
 
+#: The options of ``pgaudit train`` / ``harden`` that :func:`recipe_changes` turns into changes.
+RECIPE_OPTIONS = (
+    "epochs", "batch_size", "lr", "eps", "steps", "clean", "no_reg", "carry", "ema_decay",
+    "val_fraction", "select", "trades_beta", "clean_epochs", "augment", "precision",
+)  # fmt: skip
+
+
+def split_recipe_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the recipe changes of the :data:`RECIPE_OPTIONS` among ``options``, the other options)."""
+    recipe = {k: v for k, v in options.items() if k in RECIPE_OPTIONS}
+    rest = {k: v for k, v in options.items() if k not in RECIPE_OPTIONS}
+    return recipe_changes(**recipe), rest
+
+
 def plan_hardening(
     model: LoadedDetector | str,
     data: Category | str | Path,

@@ -97,18 +97,20 @@ def masks(
 
 def _harden_command(spec: str, data: Path, options: dict[str, Any], default_out: str) -> None:
     """Shared body of `train` and `harden`: parse the recipe options, harden, print a summary."""
-    from pgaudit.api import plan_hardening, recipe_changes
+    from pgaudit import tracking
+    from pgaudit.api import plan_hardening, split_recipe_options
     from pgaudit.runtime import distributed
+    from pgaudit.training.setup import checkpoint_mtime, interrupted
 
     nproc, device, out = options.pop("nproc"), options.pop("device"), options.pop("out")
-    names = ("epochs", "batch_size", "lr", "eps", "steps", "clean", "no_reg", "carry", "ema_decay",
-             "val_fraction", "select", "trades_beta", "clean_epochs", "augment", "precision")  # fmt: skip
-    changes = recipe_changes(**{name: options.pop(name) for name in names})
+    track = tracking.from_project(options.pop("mlflow"))
+    changes, options = split_recipe_options(options)
     if options.pop("all_categories"):
         from pgaudit import roots
 
         runs = roots.train_categories(spec, data, out or Path("models"), changes=changes,
-                                      device=device, nproc=nproc, say=_say_text, **options)  # fmt: skip
+                                      device=device, nproc=nproc, say=_say_text,
+                                      track=track, **options)  # fmt: skip
         return roots.raise_if_failed(runs)
     out = out or Path(default_out)
     distributed.check_launch(nproc, device, batch_size=changes.get("batch_size"))
@@ -117,31 +119,20 @@ def _harden_command(spec: str, data: Path, options: dict[str, Any], default_out:
         plan = plan_hardening(spec, data, changes=changes, out=out, nproc=nproc, **options)
         for line in plan.describe():
             show.print(escape(line), highlight=False, soft_wrap=True)
-        written = _mtime(out)
+        written = checkpoint_mtime(out)
         try:
             result = plan.run(device=str(device_used), progress=True)
         except KeyboardInterrupt:
-            raise Interrupted(_resume_hint(out, written, options["resume"])) from None
+            raise interrupted(out, written, options["resume"]) from None
         for line in result.describe()[:-1]:
             show.print(escape(line), highlight=False, soft_wrap=True)
         show.print(f"[green]saved[/] {escape(result.describe()[-1])}", soft_wrap=True)
+        if track.enabled and distributed.is_main():
+            _say_text(f"mlflow run {tracking.log_training(result, track)}")
 
 
 def _say_text(text: str) -> None:
     _say(escape(text))
-
-
-def _mtime(path: Path) -> int | None:
-    """``path``'s modification time in ns, or None when it is not a file."""
-    return path.stat().st_mtime_ns if path.is_file() else None
-
-
-def _resume_hint(out: Path, before: int | None, resumed: bool) -> str:
-    """What an interrupted `train` / `harden` kept: a checkpoint to --resume from, or nothing."""
-    now = _mtime(out)
-    if now not in (None, before) or (resumed and now is not None):  # an epoch is saved there
-        return f"interrupted: {out} holds the last finished epoch; add --resume to continue."
-    return f"interrupted before the first epoch finished; nothing new was saved to {out}."
 
 
 @app.command("harden")
@@ -153,7 +144,7 @@ def harden_cmd(
     batch_size: o.BatchSize = None, lr: o.Lr = None, eps: o.TrainEps = None, steps: o.Steps = None,
     clean: o.Clean = False, no_reg: o.NoReg = False, carry: o.Carry = None, ema_decay: o.EmaDecay = None,
     val_fraction: o.ValFraction = None, select: o.Select = None, trades_beta: o.TradesBeta = None,
-    clean_epochs: o.CleanEpochs = None, augment: o.Augment = None,
+    clean_epochs: o.CleanEpochs = None, augment: o.Augment = None, mlflow: o.Mlflow = None,
     precision: o.TrainPrecision = None, seed: o.Seed = 0,
     device: o.TrainDevice = "auto", resume: o.Resume = False, workers: o.Workers = 1,
     backbone_weights: o.BackboneWeights = None, pretrained: o.Pretrained = False, nproc: o.Nproc = 1,
@@ -171,7 +162,7 @@ def train_cmd(
     batch_size: o.BatchSize = None, lr: o.Lr = None, eps: o.TrainEps = None, steps: o.Steps = None,
     clean: o.Clean = False, no_reg: o.NoReg = False, carry: o.Carry = None, ema_decay: o.EmaDecay = None,
     val_fraction: o.ValFraction = None, select: o.Select = None, trades_beta: o.TradesBeta = None,
-    clean_epochs: o.CleanEpochs = None, augment: o.Augment = None,
+    clean_epochs: o.CleanEpochs = None, augment: o.Augment = None, mlflow: o.Mlflow = None,
     precision: o.TrainPrecision = None, seed: o.Seed = 0,
     device: o.TrainDevice = "auto", resume: o.Resume = False, workers: o.Workers = 1,
     backbone_weights: o.BackboneWeights = None, pretrained: o.Pretrained = False, nproc: o.Nproc = 1,
@@ -191,7 +182,7 @@ def attack(
     steps: o.AttackSteps = None, step_size: o.StepSize = None, restarts: o.RestartsOpt = None,
     objective: o.ObjectiveOpt = None, max_images: o.MaxImages = None, seed: o.AttackSeed = 0,
     device: o.AttackDevice = "auto", batch_size: o.AttackBatch = 16,
-    precision: o.AttackPrecision = "fp32",
+    precision: o.AttackPrecision = "fp32", mlflow: o.Mlflow = None,
     bootstrap: o.Bootstrap = DEFAULT_BOOTSTRAP, save_maps: o.SaveMaps = False,
     report: o.WithReport = False, quiet: o.Quiet = False, trust_pickle: o.TrustPickle = False,
     image_size: o.ImageSize = None, backbone: o.Backbone = None, nproc: o.AuditNproc = 1,
@@ -200,7 +191,7 @@ def attack(
     """Stress-test a detector with an attack suite (help text: cli_options.ATTACK_HELP)."""
     import shlex
 
-    from pgaudit import api
+    from pgaudit import api, tracking
     from pgaudit.attacks.eps import parse_eps, parse_eps_list
     from pgaudit.config import attack_defaults, load_project_config
     from pgaudit.runtime import distributed
@@ -208,6 +199,7 @@ def attack(
     chosen = attack_defaults(
         load_project_config(), model=model, data=data, suite=suite, out=out, category=category
     )
+    track = tracking.from_project(mlflow)
     suite_options = dict(
         eps=parse_eps_list(eps) if eps is not None else None,
         steps=steps,
@@ -222,6 +214,7 @@ def attack(
                    max_images=max_images, batch_size=batch_size)  # fmt: skip
     if all_categories:
         from pgaudit import roots
+        from pgaudit.dataset_summary import read_summary
 
         runs, summary = roots.audit_categories(
             chosen["model"], chosen["data"], chosen["suite"], out_dir=chosen["out"], say=_say_text,
@@ -231,6 +224,8 @@ def attack(
         _say_text(f"wrote {summary}")
         if report:
             _write_report(chosen["out"])
+        if track.enabled:
+            _say_text(f"mlflow run {tracking.log_summary(read_summary(summary), summary, track)}")
         return roots.raise_if_failed(runs)
     with distributed.session_or_launcher(device, nproc, final_barrier=False) as dev:
         show = console if distributed.is_main() else Console(quiet=True)
@@ -251,6 +246,8 @@ def attack(
     console.print(f"wrote {escape(str(audit_dir / 'results.json'))}", highlight=False)
     if report:
         _write_report(audit_dir)
+    if track.enabled:
+        _say_text(f"mlflow run {tracking.log_audit(audit_dir, results, track)}")
 
 
 def _write_report(audit_dir: Path) -> None:
@@ -375,7 +372,7 @@ def main() -> None:
     try:
         rc = app(standalone_mode=False)
     except Interrupted as exc:
-        _stop(str(exc))
+        _stop(exc.for_cli(_OPTION_OF))
     except PgauditError as exc:
         text = exc.for_cli(_OPTION_OF) if isinstance(exc, ParameterError) else str(exc)
         err_console.print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)

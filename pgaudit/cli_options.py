@@ -84,6 +84,9 @@ CategoryOpt = Annotated[str | None, typer.Option("--category", "-c", help="Categ
 TrainOut = Annotated[Path | None, typer.Option("--out", "-o", help=(
     "Checkpoint to write (default patchguard.pt / hardened.pt; with --all-categories a folder of "
     "<category>.pt, default models/)."))]
+Mlflow = Annotated[bool | None, typer.Option("--mlflow/--no-mlflow", help=(
+    "Log the run to MLflow (pip install 'pgaudit[mlflow]'; where to: [mlflow] in pgaudit.toml, "
+    "else MLFLOW_TRACKING_URI, else ./mlflow.db)."))]
 AllCategories = Annotated[bool, typer.Option("--all-categories", help=(
     "Every category of the DATA root, one by one (a category that fails is reported, the others "
     "still run); rerun to continue: finished categories are skipped, interrupted ones resumed."))]

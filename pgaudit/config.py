@@ -15,6 +15,13 @@ given on the command line always win (:func:`config_value`). Documented keys::
     metric = "image_auroc"       # image_auroc | pixel_auroc | aupro
     min_clean_auroc = 0.9        # fail when the clean metric is below this
     use_lower_bound = false      # compare the lower bound of the bootstrap CI
+    max_drop = 0.02              # with `gate --baseline`: the largest robust drop allowed
+    significant_only = false     # ... and only a drop a paired bootstrap confirms fails
+
+    [mlflow]                     # experiment tracking (pgaudit.tracking; pip install 'pgaudit[mlflow]')
+    enabled = true               # log train / harden / attack runs without --mlflow
+    experiment = "pgaudit"       # the MLflow experiment
+    tracking_uri = "http://mlflow.internal:5000"   # default: MLflow's own (./mlflow.db)
 
 Documented keys are checked (type, and for ``[gate]`` also unknown keys and value ranges), so a
 typo fails loudly instead of silently dropping a CI criterion; other keys are passed through.

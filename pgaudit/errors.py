@@ -15,12 +15,6 @@ class PgauditError(Exception):
     exit_code: int = 2
 
 
-class Interrupted(PgauditError):
-    """The user stopped a command (Ctrl-C): the message says what was kept; exit code 130."""
-
-    exit_code = 130
-
-
 class ParameterError(PgauditError):
     """A bad value of the Python API: the message names parameters as Python spells them.
 
@@ -44,3 +38,10 @@ class ParameterError(PgauditError):
             pattern = rf"(?<![\w./\\-]){re.escape(name)}(?![\w/\\-]|\.\w)"
             text = re.sub(pattern, option, text, count=1)
         return text
+
+
+class Interrupted(ParameterError):
+    """The user stopped a command (Ctrl-C): the message says what was kept; exit code 130. It may
+    name parameters (``resume``) as a :class:`ParameterError` does, for the CLI to word."""
+
+    exit_code = 130

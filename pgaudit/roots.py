@@ -94,12 +94,14 @@ def train_categories(
     say: Say | None = None,
     category: str | None = None,
     resume: bool = True,
+    track: Any = None,
     **options: Any,
 ) -> list[CategoryRun]:
     """Harden ``model`` (a MODEL string: ``patchguard`` for a fresh one) on every category of
     ``root`` into ``out/<category>.pt``. ``options``: those of :func:`pgaudit.api.plan_hardening`
     (``preset``, ``workers``, ``backbone_weights``, ``pretrained``, ``nproc``). Interrupted
-    categories are always resumed (``resume`` is implied)."""
+    categories are always resumed (``resume`` is implied). ``track``: a
+    :class:`pgaudit.tracking.TrackingConfig`; when enabled each trained category is logged."""
     from pgaudit.api import plan_hardening
 
     _no_category(category)
@@ -126,9 +128,13 @@ def train_categories(
                                       resume=True, **options)  # fmt: skip
             if say:
                 say(f"{ref.name}: " + "; ".join(plan.describe()[1:3]))
-            plan.run(device=device, progress=progress)
+            result = plan.run(device=device, progress=progress)
             status = "resumed" if state == "unfinished" else "trained"
             runs.append(CategoryRun(ref.name, status, path))
+            if track is not None and track.enabled:
+                from pgaudit.tracking import log_training
+
+                log_training(result, track)
         except PgauditError as exc:
             runs.append(CategoryRun(ref.name, "failed", None, str(exc)))
         if say:

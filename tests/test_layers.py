@@ -92,7 +92,17 @@ def test_each_layer_imports_only_the_layers_below_it(part):
 
 
 def test_every_part_of_the_package_has_a_layer():
-    tops = {"api", "cli", "cli_options", "demo", "roots", "workers", "__init__", "__main__"}
+    tops = {
+        "api",
+        "cli",
+        "cli_options",
+        "demo",
+        "roots",
+        "tracking",
+        "workers",
+        "__init__",
+        "__main__",
+    }
     parts = {p.stem if p.is_file() else p.name for p in ROOT.iterdir() if p.suffix == ".py" or (
         p.is_dir() and (p / "__init__.py").exists())}  # fmt: skip
     assert parts - tops == set(ALLOWED)

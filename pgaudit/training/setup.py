@@ -19,7 +19,7 @@ from pgaudit.attacks.eps import eps_label
 from pgaudit.checks import check_at_least, check_out_file, check_seed
 from pgaudit.data.layouts import open_category
 from pgaudit.data.records import Category
-from pgaudit.errors import ParameterError, PgauditError
+from pgaudit.errors import Interrupted, ParameterError, PgauditError
 from pgaudit.models.checkpoint import read_torch_file
 from pgaudit.models.patchguard import PatchGuard
 from pgaudit.models.presets import PatchGuardConfig, TrainConfig, check_train_values, get_preset
@@ -163,6 +163,24 @@ class HardenPlan:
             self.model, self.category, self.recipe, out=self.out, seed=self.seed, device=device,
             resume=self.resume, num_workers=self.workers, progress=progress, **loop_options,
         )  # fmt: skip
+
+
+def checkpoint_mtime(path: Path | None) -> int | None:
+    """``path``'s modification time in ns, or None when it is not a file."""
+    return path.stat().st_mtime_ns if path is not None and path.is_file() else None
+
+
+def interrupted(out: Path, before: int | None, resumed: bool) -> Interrupted:
+    """What a run stopped by Ctrl-C kept: ``out`` to resume from (it changed since ``before``, or
+    the run was a resumed one), or nothing."""
+    now = checkpoint_mtime(out)
+    if now not in (None, before) or (resumed and now is not None):  # an epoch is saved there
+        return Interrupted(
+            f"interrupted: {out} holds the last finished epoch; add resume to continue.", "resume"
+        )
+    return Interrupted(
+        f"interrupted before the first epoch finished; nothing new was saved to {out}."
+    )
 
 
 def check_model_argument(model: object) -> None:
