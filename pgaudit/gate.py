@@ -259,19 +259,23 @@ def evaluate_gate(
 def _summary_criterion(
     summary: DatasetSummary, scope: str, threshold: float, metric: str, source: str
 ) -> list[CriterionResult]:
-    mean, worst = summary.mean(scope, metric), summary.worst(scope, metric)
-    if mean.value is None or worst is None:
+    """The mean over the categories, then each category (so the worst one), against the bar."""
+    mean = summary.mean(scope, metric)
+    if mean.value is None:
         raise ParameterError(
             f"{source}: {scope} {metric} has no mean ({mean.reason}); choose another metric or "
             "re-run the audit of those categories.",
             "metric",
         )
-    n = len(summary.categories)
+    rows = [(f"{scope} {metric} (mean)", mean.value, f"mean of {len(summary.categories)} "
+             "categories")]  # fmt: skip
+    worst = summary.worst(scope, metric)
+    for entry in summary.categories:
+        value = entry.metric(scope, metric).value  # type: ignore[union-attr]
+        note = "the worst category" if worst is not None and entry is worst[0] else "category"
+        rows.append((f"{scope} {metric} [{entry.name}]", value, note))
     out = []
-    for name, value, context in (
-        (f"{scope} {metric} (mean)", mean.value, f"mean of {n} categories"),
-        (f"{scope} {metric} (worst category)", worst[1], f"{worst[0].name}"),
-    ):
+    for name, value, context in rows:
         passed = value >= threshold
         shown, bar = _fmt(value, threshold)
         verdict = f"PASS {name} {shown} >= {bar}" if passed else f"FAIL {name} {shown} < {bar}"
@@ -287,8 +291,9 @@ def evaluate_summary_gate(
     source: str = "summary.json",
     baseline: DatasetSummary | None = None,
 ) -> GateOutcome:
-    """The gate on a whole dataset: each threshold on the mean over the categories and on the
-    worst category; ``max_drop`` per category against a baseline summary of the same categories."""
+    """The gate on a whole dataset: each threshold on the mean over the categories and on every
+    category (one criterion each, so the worst decides); ``max_drop`` per category against a
+    baseline summary of the same categories."""
     if summary.failed:
         names = ", ".join(c.name for c in summary.failed)
         raise PgauditError(

@@ -7,6 +7,7 @@ import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
+from xml.etree import ElementTree as ET
 
 import numpy as np
 import pytest
@@ -130,9 +131,18 @@ def test_a_whole_root_is_audited_into_one_summary_and_gated(root, run_cli, monke
             assert data["mean"][scope][metric]["value"] == pytest.approx(np.mean(values))
             assert data["worst"][scope][metric]["value"] == pytest.approx(min(values))
     worst = data["worst"]["robust"]["image_auroc"]["value"]
-    ok = run_cli("gate", "audit", "--min-robust-auroc", f"{worst:.6f}")
-    assert ok.exit_code == 0 and "robust image_auroc (worst category)" in ok.stdout
-    assert run_cli("gate", "audit", "--min-robust-auroc", "1.0").exit_code == 1
+    junit = root / "gate.xml"
+    ok = run_cli("gate", "audit", "--min-robust-auroc", f"{worst:.6f}", "--junit", str(junit))
+    assert ok.exit_code == 0 and "robust image_auroc (mean)" in ok.stdout
+    assert "(the worst category)" in ok.stdout
+    cases = [c.get("name") for c in ET.parse(junit).getroot().iter("testcase")]
+    assert cases == [f"robust image_auroc{s} >= {float(f'{worst:.6f}'):g}"
+                     for s in (" (mean)", *(f" [{c}]" for c in CATEGORIES))]  # fmt: skip
+    robust = [json.loads((root / "audit" / c / "results.json").read_text())["robust"]["metrics"]
+              ["image_auroc"]["value"] for c in CATEGORIES]  # fmt: skip
+    above = run_cli("gate", "audit", "--min-robust-auroc", f"{worst + 1e-3:.6f}")
+    assert above.exit_code == 1  # one FAIL line per category below the bar
+    assert above.stdout.count("FAIL robust image_auroc [") == sum(v < worst + 1e-3 for v in robust)
     same = run_cli("gate", "audit", "--baseline", "audit", "--max-drop", "0")
     assert same.exit_code == 0 and same.stdout.count("drop [") == 3  # one per category
 
