@@ -7,6 +7,9 @@ Accepted, tried in this order:
 - a **checkpoint of the official PatchGuard code** (a plain state_dict, recognised by its keys;
   kind ``official-patchguard``; see :mod:`pgaudit.models.official`);
 - a **TorchScript** file (recognised by content: a zip with ``constants.pkl``/``code/``);
+- a **torch.export program** (``torch.export.save``, ``.pt2``; recognised by content: a zip with
+  ``archive_format`` and ``models/``), attacked white-box through the program's own graph; one
+  exported for a fixed batch size is run in chunks of that size;
 - a **Python factory** ``package.module:function`` imported from the working directory and
   ``PYTHONPATH``, called without arguments (or with ``image_size=`` when it takes one), returning an
   ``nn.Module`` (kind ``python``);
@@ -47,7 +50,8 @@ from pgaudit.models.detector import Detector
 
 ACCEPTED = (
     "a pgaudit checkpoint (pgaudit train/harden/fit-baseline), an official PatchGuard state_dict "
-    "(feature_extractor.pretrained_model.* + discriminator.*), a TorchScript file, a Python "
+    "(feature_extractor.pretrained_model.* + discriminator.*), a TorchScript or torch.export "
+    "(.pt2) file, a Python "
     "factory package.module:function, or a pickled nn.Module with --trust-pickle"
 )
 
@@ -156,6 +160,92 @@ def is_torchscript(path: Path) -> bool:
     return any(n.endswith("/constants.pkl") or "/code/" in n for n in names)
 
 
+def is_exported_program(path: Path) -> bool:
+    """True for a ``torch.export.save`` archive (a zip with ``archive_format`` and ``models/``)."""
+    if not zipfile.is_zipfile(path):
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return any(n.endswith("/archive_format") for n in names) and any("/models/" in n for n in names)
+
+
+class ExportedModule(nn.Module):
+    """A torch.export program's module as a plain one: its graph has a single mode (train/eval
+    only set the flag), and one exported for batches of exactly ``batch`` images runs on any batch
+    in chunks (the last padded by repeating its final image, the padding dropped again)."""
+
+    def __init__(self, program: nn.Module, batch: int | None = None) -> None:
+        super().__init__()
+        self.program, self.batch = program, batch
+
+    def train(self, mode: bool = True) -> ExportedModule:
+        self.training = mode  # the exported graph cannot switch modes
+        return self
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.batch is None:
+            return self.program(images)
+        outputs = []
+        for chunk in images.split(self.batch):
+            n = chunk.shape[0]
+            if n < self.batch:
+                chunk = torch.cat([chunk, chunk[-1:].expand(self.batch - n, *chunk.shape[1:])])
+            outputs.append(self.program(chunk)[:n])
+        return torch.cat(outputs)
+
+
+def _read_exported(path: Path, trust_pickle: bool) -> Any:
+    """``torch.export.load`` that never unpickles code unless ``trust_pickle``: torch falls back to
+    ``torch.load(weights_only=False)`` on its own when a weights_only load fails."""
+    import pickle
+    from unittest import mock
+
+    real = torch.load
+
+    def chosen(*args: Any, **kwargs: Any) -> Any:  # the user's choice, never torch's fallback
+        return real(*args, **{**kwargs, "weights_only": not trust_pickle})
+
+    try:
+        with mock.patch.object(torch, "load", chosen):
+            return torch.export.load(str(path))
+    except pickle.UnpicklingError:
+        raise PgauditError(
+            f"{path} is a torch.export program holding objects only unpickling rebuilds (which "
+            "runs code from the file); pass --trust-pickle only if you trust its source."
+        ) from None
+    except Exception as exc:
+        raise PgauditError(
+            f"{path} looks like a torch.export program but does not load "
+            f"({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}); save it "
+            "again with torch.export.save from this torch version."
+        ) from None
+
+
+def _load_exported(
+    path: Path, digest: str, trust_pickle: bool, image_size: int | None,
+    grid: tuple[int, int] | None,
+) -> LoadedDetector:  # fmt: skip
+    program = _read_exported(path, trust_pickle)
+    inputs = [n for n in program.graph.nodes if n.op == "placeholder"
+              and n.name in program.graph_signature.user_inputs]  # fmt: skip
+    shape = getattr(inputs[0].meta.get("val"), "shape", None) if len(inputs) == 1 else None
+    if shape is None or len(shape) != 4:
+        raise PgauditError(
+            f"{path}: the exported program takes {len(inputs)} input(s); pgaudit passes one "
+            "image batch [B, 3, S, S]: export the detector's forward(images)."
+        )
+    if image_size is None and isinstance(shape[-1], int) and shape[-1] == shape[-2]:
+        image_size = int(shape[-1])
+    batch = int(shape[0]) if isinstance(shape[0], int) else None  # exported for one batch size
+    module = ExportedModule(program.module(), batch)
+    label = f"torch.export program {path}"
+    return _adapt(module, "torch-export", f"torch.export ({path.name})", digest, label, image_size,
+                  grid)  # fmt: skip
+
+
 def _load_file(
     path: Path,
     trust_pickle: bool,
@@ -167,6 +257,8 @@ def _load_file(
     digest = fingerprint(path)
     if is_torchscript(path):
         return _load_torchscript(path, digest, image_size, grid)
+    if is_exported_program(path):
+        return _load_exported(path, digest, trust_pickle, image_size, grid)
     payload = read_torch_file(path, trust_pickle=trust_pickle)
     if is_pgaudit_checkpoint(payload):
         return _load_pgaudit(payload, path, digest)
