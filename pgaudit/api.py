@@ -39,7 +39,7 @@ from pgaudit.devices import resolve_device
 from pgaudit.errors import ParameterError, PgauditError
 from pgaudit.gate import GateCriteria, GateOutcome, evaluate_gate, evaluate_summary_gate
 from pgaudit.models.presets import TrainConfig
-from pgaudit.models.resolve import LoadedDetector
+from pgaudit.models.resolve import LoadedDetector, implied_factory
 from pgaudit.models.resolve import load_detector as load_detector
 from pgaudit.precision import resolve_precision
 from pgaudit.regression import Audit
@@ -176,6 +176,7 @@ def plan_audit(
     backbone: str | None = None,
     surrogate: str | None = None,
     nproc: int = 1,
+    factory: str | None = None,
     **options: Any,
 ) -> AuditPlan:
     """Load ``model`` (and ``surrogate``) as :func:`load_detector` does, open ``data`` and build
@@ -198,7 +199,7 @@ def plan_audit(
     job = dict(
         model=str(model), data=str(data), suite=suite, out_dir=str(out_dir), category=category,
         suite_options=dict(suite_options or {}), device=str(device), trust_pickle=trust_pickle,
-        image_size=image_size, backbone=backbone, surrogate=surrogate, **options,
+        image_size=image_size, backbone=backbone, surrogate=surrogate, factory=factory, **options,
     )  # fmt: skip
     if nproc > 1:
         check_audit_workers(
@@ -207,7 +208,7 @@ def plan_audit(
         )  # fmt: skip
         device = "cpu"  # the model is only checked here; each worker loads it on its device
     load = dict(device=str(device), trust_pickle=trust_pickle, image_size=image_size)
-    loaded = load_detector(model, backbone=backbone, **load)
+    loaded = load_detector(model, backbone=backbone, factory=factory, **load)
     stand_in = load_detector(surrogate, **load) if surrogate else None
     cat = _category(data, category)
     built = build_suite(suite, image_size=int(loaded.detector.image_size), **(suite_options or {}))
@@ -342,7 +343,8 @@ class HardenInWorkers(HardenPlan):
         record["train_config"] = TrainConfig(**record["train_config"])
         for key in ("checkpoint", "log"):
             record[key] = Path(record[key]) if record[key] is not None else None
-        return HardenResult(model=load_detector(str(self.out)).detector, **record)
+        factory = implied_factory(self.job["model"], self.job.get("factory"))
+        return HardenResult(model=load_detector(str(self.out), factory=factory).detector, **record)
 
 
 def harden(

@@ -148,6 +148,7 @@ def harden_cmd(
     precision: o.TrainPrecision = None, seed: o.Seed = 0,
     device: o.TrainDevice = "auto", resume: o.Resume = False, workers: o.Workers = 1,
     backbone_weights: o.BackboneWeights = None, pretrained: o.Pretrained = False, nproc: o.Nproc = 1,
+    factory: o.Factory = None,
 ) -> None:  # fmt: skip
     """Harden a detector with FAPA + PGD adversarial training (PatchGuard recipe)."""
     options = dict(locals())
@@ -187,6 +188,7 @@ def attack(
     report: o.WithReport = False, quiet: o.Quiet = False, trust_pickle: o.TrustPickle = False,
     image_size: o.ImageSize = None, backbone: o.Backbone = None, nproc: o.AuditNproc = 1,
     surrogate_spec: o.Surrogate = None, all_categories: o.AllCategories = False,
+    factory: o.Factory = None,
 ) -> None:  # fmt: skip
     """Stress-test a detector with an attack suite (help text: cli_options.ATTACK_HELP)."""
     import shlex
@@ -210,7 +212,7 @@ def attack(
     distributed.check_launch(nproc, device)
     options = dict(suite_options=suite_options, trust_pickle=trust_pickle, image_size=image_size,
                    backbone=backbone, surrogate=surrogate_spec, nproc=nproc, seed=seed,
-                   bootstrap=bootstrap, save_maps=save_maps, precision=precision,
+                   factory=factory, bootstrap=bootstrap, save_maps=save_maps, precision=precision,
                    max_images=max_images, batch_size=batch_size)  # fmt: skip
     if all_categories:
         from pgaudit import roots

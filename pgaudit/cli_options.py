@@ -84,6 +84,9 @@ CategoryOpt = Annotated[str | None, typer.Option("--category", "-c", help="Categ
 TrainOut = Annotated[Path | None, typer.Option("--out", "-o", help=(
     "Checkpoint to write (default patchguard.pt / hardened.pt; with --all-categories a folder of "
     "<category>.pt, default models/)."))]
+Factory = Annotated[str | None, typer.Option("--factory", metavar="PKG.MOD:FUNC", help=(
+    "Confirm the factory a hardened Python detector's checkpoint names: pgaudit imports and "
+    "calls it only then (a model file never picks the code that runs)."))]
 Mlflow = Annotated[bool | None, typer.Option("--mlflow/--no-mlflow", help=(
     "Log the run to MLflow (pip install 'pgaudit[mlflow]'; where to: [mlflow] in pgaudit.toml, "
     "else MLFLOW_TRACKING_URI, else ./mlflow.db)."))]

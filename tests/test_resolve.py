@@ -385,3 +385,48 @@ def _assert_resolved(audit: Path, kind: str, image_size: int) -> None:
     assert results["data"]["image_size"] == image_size
     assert results["data"]["n_test"] == 4
     assert results["model"]["card"]["patch_grid"] == [image_size // 8] * 2
+
+
+def test_a_checkpoint_never_picks_the_code_that_runs(tmp_path, monkeypatch, run_cli):
+    """A hardened Python detector's checkpoint names its factory; loading it imports and calls
+    that function only when the user names the same one (or trusts the file). An edited spec of
+    ``sys:exit`` once ended a CI audit with exit 0 and no output."""
+    from pgaudit.data.synth import make_synthetic_dataset
+    from pgaudit.models.checkpoint import read_torch_file, save_checkpoint, write_payload
+    from pgaudit.models.resolve import load_detector
+
+    (tmp_path / "plainmod.py").write_text(
+        "import torch\n"
+        "class D(torch.nn.Module):\n"
+        "    image_size = 32\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.conv = torch.nn.Conv2d(3, 1, 4, stride=4)\n"
+        "    def forward(self, x):\n"
+        "        return self.conv(x)[:, 0]\n"
+        "def build():\n"
+        "    return D()\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    make_synthetic_dataset(tmp_path / "data", size=32, n_train=2, n_test=4, categories=("widget",))
+    save_checkpoint(tmp_path / "mine.pt", load_detector("plainmod:build").detector)
+    evil = read_torch_file(tmp_path / "mine.pt")
+    evil["spec"] = "sys:exit"
+    write_payload(evil, tmp_path / "evil.pt")
+
+    res = run_cli("attack", "evil.pt", "data/widget", "--device", "cpu")
+    assert res.exit_code == 2
+    text = " ".join(res.stderr.split())
+    assert "holds the weights of the Python detector 'sys:exit'" in text
+    assert "pass --factory sys:exit (or --trust-pickle)" in text
+    res = run_cli("attack", "evil.pt", "data/widget", "--device", "cpu", "--factory",
+                  "plainmod:build")  # fmt: skip
+    assert res.exit_code == 2 and "'sys:exit'" in res.stderr  # another factory does not unlock it
+    with pytest.raises(ParameterError) as caught:
+        load_detector("mine.pt")
+    assert caught.value.parameters == ("factory", "trust_pickle")
+    assert load_detector("mine.pt", factory="plainmod:build").kind == "python"
+    res = run_cli("attack", "mine.pt", "data/widget", "--device", "cpu", "--factory",
+                  "plainmod:build", "--quiet", "--bootstrap", "0", "--steps", "1")  # fmt: skip
+    assert res.exit_code == 0, res.stderr

@@ -276,7 +276,7 @@ def test_harden_takes_official_checkpoints_and_python_detectors(
     assert res.exit_code == 0, res.stderr
     from pgaudit.models.resolve import load_detector
 
-    hardened = load_detector(str(mine))
+    hardened = load_detector(str(mine), factory="userdet:build")  # the user names the code
     fresh = load_detector("userdet:build")
     assert hardened.kind == "python" and "hardened" in hardened.name
     assert not torch.equal(

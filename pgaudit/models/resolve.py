@@ -95,17 +95,21 @@ def load_detector(
     image_size: int | None = None,
     grid: tuple[int, int] | None = None,
     feature_blocks: tuple[int, ...] | None = None,
+    factory: str | None = None,
 ) -> LoadedDetector:
     """Resolve MODEL (a file or ``package.module:function``) into a detector; see the module doc.
 
     ``backbone`` and ``feature_blocks`` apply to official PatchGuard checkpoints; ``image_size``
     declares the input side of user modules (and must agree with fixed-size models); ``grid``
-    reshapes flat ``[B, h*w]`` outputs of user modules whose grid is not square.
+    reshapes flat ``[B, h*w]`` outputs of user modules whose grid is not square. ``factory``:
+    the ``package.module:function`` a hardened Python detector's checkpoint was made from; such a
+    checkpoint names its factory, and pgaudit imports and calls it only when the caller names the
+    same one here (or passes ``trust_pickle``): a model file never picks the code that runs.
     """
     text = str(spec)
     path = Path(text).expanduser()
     if path.is_file():
-        loaded = _load_file(path, trust_pickle, backbone, image_size, grid, feature_blocks)
+        loaded = _load_file(path, trust_pickle, backbone, image_size, grid, feature_blocks, factory)
     elif path.is_dir():
         raise PgauditError(f"{path} is a folder: pass a model file or package.module:function.")
     elif _FACTORY.match(text):
@@ -146,6 +150,15 @@ def load_detector(
 
 
 # --- files ---
+
+
+def implied_factory(model: str | Path, factory: str | None) -> str | None:
+    """``factory``, else ``model`` itself when it is a ``package.module:function`` (hardening a
+    factory and resuming its checkpoint names the factory already)."""
+    if factory is not None:
+        return factory
+    text = str(model)
+    return text if _FACTORY.match(text) and not Path(text).exists() else None
 
 
 def is_torchscript(path: Path) -> bool:
@@ -253,6 +266,7 @@ def _load_file(
     image_size: int | None,
     grid: tuple[int, int] | None,
     feature_blocks: tuple[int, ...] | None,
+    factory: str | None = None,
 ) -> LoadedDetector:
     digest = fingerprint(path)
     if is_torchscript(path):
@@ -261,7 +275,7 @@ def _load_file(
         return _load_exported(path, digest, trust_pickle, image_size, grid)
     payload = read_torch_file(path, trust_pickle=trust_pickle)
     if is_pgaudit_checkpoint(payload):
-        return _load_pgaudit(payload, path, digest)
+        return _load_pgaudit(payload, path, digest, factory, trust_pickle)
     if isinstance(payload, nn.Module):
         return _load_module(payload, path, digest, image_size, grid)
     if isinstance(payload, Mapping):
@@ -289,7 +303,10 @@ def _load_file(
     )
 
 
-def _load_pgaudit(payload: dict[str, Any], path: Path, digest: str) -> LoadedDetector:
+def _load_pgaudit(
+    payload: dict[str, Any], path: Path, digest: str, factory: str | None = None,
+    trust_pickle: bool = False,
+) -> LoadedDetector:  # fmt: skip
     kind = payload.get("kind", "patchguard")
     meta = {
         "pgaudit_version": payload.get("pgaudit_version"),
@@ -300,7 +317,17 @@ def _load_pgaudit(payload: dict[str, Any], path: Path, digest: str) -> LoadedDet
         display = f"PatchGuard ({model.config.name})"
         return LoadedDetector(model, kind, display, digest, {**model.card().info, **meta}, True)
     if kind == "python":  # a hardened user detector: rebuild from its factory, then its weights
-        loaded = load_detector(payload["spec"], image_size=int(payload["image_size"]))
+        stored = payload.get("spec")
+        if not isinstance(stored, str) or not _FACTORY.match(stored):
+            raise PgauditError(f"{path}: a Python detector checkpoint without a valid factory "
+                               f"({stored!r}); it was edited: harden the detector again.")  # fmt: skip
+        if factory != stored and not trust_pickle:
+            raise ParameterError(
+                f"{path} holds the weights of the Python detector {stored!r}; loading it imports "
+                f"and runs that code, so confirm it: pass factory {stored} (or trust_pickle).",
+                "factory", "trust_pickle",
+            )  # fmt: skip
+        loaded = load_detector(stored, image_size=int(payload["image_size"]))
         try:
             loaded.detector.load_state_dict(payload["state_dict"])
         except RuntimeError:

@@ -23,7 +23,7 @@ from pgaudit.errors import Interrupted, ParameterError, PgauditError
 from pgaudit.models.checkpoint import read_torch_file
 from pgaudit.models.patchguard import PatchGuard
 from pgaudit.models.presets import PatchGuardConfig, TrainConfig, check_train_values, get_preset
-from pgaudit.models.resolve import LoadedDetector, load_detector
+from pgaudit.models.resolve import LoadedDetector, implied_factory, load_detector
 from pgaudit.training.backbone_weights import load_backbone_weights, load_hub_weights
 
 FRESH_SPECS = ("patchguard",)
@@ -50,8 +50,10 @@ def trainable_model(
     seed: int = 0,
     backbone_weights: str | Path | None = None,
     pretrained: bool = False,
+    factory: str | None = None,
 ) -> StartingModel:
-    """Build the model named by ``spec``: ``patchguard`` (fresh, from ``preset``) or a checkpoint."""
+    """Build the model named by ``spec``: ``patchguard`` (fresh, from ``preset``) or a checkpoint
+    (``factory``: see :func:`pgaudit.models.resolve.load_detector`)."""
     notes: list[str] = []
     if spec.lower() in FRESH_SPECS:
         config: PatchGuardConfig = get_preset(preset or "tiny")
@@ -59,7 +61,7 @@ def trainable_model(
         model = PatchGuard(config)
         source = f"fresh PatchGuard, preset {config.name}"
     else:
-        start = start_from_loaded(load_detector(spec), spec, preset)
+        start = start_from_loaded(load_detector(spec, factory=factory), spec, preset)
         model, config, source, notes = start.model, start.config, start.source, start.notes
     if backbone_weights is not None and pretrained:
         raise ParameterError(
@@ -103,7 +105,7 @@ def start_from_loaded(
     return StartingModel(model=model.train(), config=config, source=source, notes=notes)
 
 
-def resumed_model(out: str | Path) -> nn.Module:
+def resumed_model(out: str | Path, factory: str | None = None) -> nn.Module:
     """The model stored in an interrupted run's checkpoint ``out`` (weights loaded by ``harden``)."""
     from pgaudit.models.checkpoint import is_pgaudit_checkpoint, model_from_payload
 
@@ -116,7 +118,7 @@ def resumed_model(out: str | Path) -> nn.Module:
     if payload.get("kind") == "python":
         from pgaudit.models.resolve import load_detector
 
-        return load_detector(str(out)).detector.train()
+        return load_detector(str(out), factory=factory).detector.train()
     return model_from_payload(payload, out)
 
 
@@ -222,6 +224,7 @@ def plan_hardening(
     out: str | Path | None = None,
     resume: bool = False,
     workers: int = 1,
+    factory: str | None = None,
 ) -> HardenPlan:
     """The run that hardens ``model`` on ``data`` (a Category, or a folder and its ``category``):
     its recipe is ``recipe`` (default: the model's preset) with ``changes`` (TrainConfig fields)
@@ -237,16 +240,19 @@ def plan_hardening(
     elif isinstance(model, str):
         start = trainable_model(
             model, preset=preset, seed=seed, backbone_weights=backbone_weights,
-            pretrained=pretrained,
+            pretrained=pretrained, factory=factory,
         )  # fmt: skip
     else:
         check_model_argument(model)
     if not isinstance(data, Category):
         data = open_category(Path(data), category)
+    model_spec = model if isinstance(model, str) else (model.spec or "")  # type: ignore[union-attr]
     out_path = Path(out) if out is not None else None
     chosen = replace(recipe or start.train, **(changes or {}))
     resumed = resume and out_path is not None and out_path.is_file()
     return HardenPlan(
-        start=start, model=resumed_model(out_path) if resumed else start.model,  # type: ignore[arg-type]
+        start=start,
+        model=resumed_model(out_path, implied_factory(model_spec, factory)) if resumed  # type: ignore[arg-type]
+        else start.model,
         category=data, recipe=chosen, seed=seed, out=out_path, resume=resume, workers=workers,
     )  # fmt: skip
