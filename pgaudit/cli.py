@@ -145,7 +145,7 @@ def harden_cmd(
     clean: o.Clean = False, no_reg: o.NoReg = False, carry: o.Carry = None, ema_decay: o.EmaDecay = None,
     val_fraction: o.ValFraction = None, select: o.Select = None, trades_beta: o.TradesBeta = None,
     clean_epochs: o.CleanEpochs = None, augment: o.Augment = None, mlflow: o.Mlflow = None,
-    precision: o.TrainPrecision = None, seed: o.Seed = 0,
+    precision: o.TrainPrecision = None, seed: o.Seed = 0, overwrite: o.TrainOverwrite = False,
     device: o.TrainDevice = "auto", resume: o.Resume = False, workers: o.Workers = 1,
     backbone_weights: o.BackboneWeights = None, pretrained: o.Pretrained = False, nproc: o.Nproc = 1,
     factory: o.Factory = None,
@@ -164,7 +164,7 @@ def train_cmd(
     clean: o.Clean = False, no_reg: o.NoReg = False, carry: o.Carry = None, ema_decay: o.EmaDecay = None,
     val_fraction: o.ValFraction = None, select: o.Select = None, trades_beta: o.TradesBeta = None,
     clean_epochs: o.CleanEpochs = None, augment: o.Augment = None, mlflow: o.Mlflow = None,
-    precision: o.TrainPrecision = None, seed: o.Seed = 0,
+    precision: o.TrainPrecision = None, seed: o.Seed = 0, overwrite: o.TrainOverwrite = False,
     device: o.TrainDevice = "auto", resume: o.Resume = False, workers: o.Workers = 1,
     backbone_weights: o.BackboneWeights = None, pretrained: o.Pretrained = False, nproc: o.Nproc = 1,
 ) -> None:  # fmt: skip

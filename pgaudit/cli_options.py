@@ -84,6 +84,8 @@ CategoryOpt = Annotated[str | None, typer.Option("--category", "-c", help="Categ
 TrainOut = Annotated[Path | None, typer.Option("--out", "-o", help=(
     "Checkpoint to write (default patchguard.pt / hardened.pt; with --all-categories a folder of "
     "<category>.pt, default models/)."))]
+TrainOverwrite = Annotated[bool, typer.Option("--overwrite", help=(
+    "Replace an existing --out checkpoint (never a file that is not one)."))]
 Factory = Annotated[str | None, typer.Option("--factory", metavar="PKG.MOD:FUNC", help=(
     "Confirm the factory a hardened Python detector's checkpoint names: pgaudit imports and "
     "calls it only then (a model file never picks the code that runs)."))]

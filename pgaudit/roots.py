@@ -111,8 +111,8 @@ def train_categories(
         path = folder / f"{ref.name}.pt"
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            plan = plan_hardening(model, ref.path, changes=changes, out=path, seed=seed, **options)
-            state = _checkpoint_state(path, plan.recipe, seed) if path.is_file() else "new"
+            recipe = plan_hardening(model, ref.path, changes=changes, seed=seed, **options).recipe
+            state = _checkpoint_state(path, recipe, seed) if path.is_file() else "new"
             if state == "same":
                 runs.append(CategoryRun(ref.name, "skipped", path, "finished with this recipe"))
                 if say:
@@ -123,9 +123,8 @@ def train_categories(
                     f"{path} holds a model trained with another recipe or seed; remove it or "
                     "choose another out folder."
                 )
-            if state == "unfinished":
-                plan = plan_hardening(model, ref.path, changes=changes, out=path, seed=seed,
-                                      resume=True, **options)  # fmt: skip
+            plan = plan_hardening(model, ref.path, changes=changes, out=path, seed=seed,
+                                  resume=state == "unfinished", **options)  # fmt: skip
             if say:
                 say(f"{ref.name}: " + "; ".join(plan.describe()[1:3]))
             result = plan.run(device=device, progress=progress)

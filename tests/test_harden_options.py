@@ -149,3 +149,47 @@ def test_backbone_weights_from_the_cli(project, run_cli):
         "--backbone-weights", project / "wide.pth", "--epochs", "1", "--device", "cpu",
     )  # fmt: skip
     assert res.exit_code == 2 and "wide.pth" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_a_run_never_replaces_what_it_should_not(project, run_cli):
+    """An existing --out: a file that is not a checkpoint is never touched; a finished model or an
+    interrupted run is replaced only with --overwrite (--resume continues the interrupted one)."""
+    args = ("harden", project / "start.pt", project / "data" / "widget", "--epochs", "1",
+            "--steps", "1", "--batch-size", "4", "--device", "cpu", "--workers", "0")  # fmt: skip
+    notes = project / "notes.txt"
+    notes.write_text("someone's data")
+    res = run_cli(*args, "--out", notes)
+    assert res.exit_code == 2 and "exists and is not a pgaudit checkpoint" in res.stderr
+    res = run_cli(*args, "--out", notes, "--overwrite")
+    assert res.exit_code == 2 and notes.read_text() == "someone's data"
+
+    done = project / "done.pt"
+    assert run_cli(*args, "--out", done).exit_code == 0
+    before, log_before = done.read_bytes(), log_path(done).read_bytes()
+    res = run_cli(*args, "--out", done, "--lr", "1e-3")
+    assert res.exit_code == 2
+    assert "holds a finished model: pass --overwrite to replace it, or choose another --out" in (
+        " ".join(res.stderr.split())
+    )
+    assert done.read_bytes() == before and log_path(done).read_bytes() == log_before
+    assert run_cli(*args, "--out", done, "--lr", "1e-3", "--overwrite").exit_code == 0
+    assert read_torch_file(done)["training"]["recipe"]["lr"] == 1e-3
+
+    halfway = project / "halfway.pt"
+    model, _ = load_checkpoint(project / "start.pt")
+
+    class Stop(Exception):
+        pass
+
+    def stop(record):
+        raise Stop
+
+    with pytest.raises(Stop):
+        harden(model.train(), open_category(project / "data" / "widget"),
+               replace(model.config.train, epochs=2, steps=1, batch_size=4), out=halfway,
+               device="cpu", on_epoch=stop)  # fmt: skip
+    res = run_cli(*args[:3], "--out", halfway, "--device", "cpu", "--workers", "0")
+    assert res.exit_code == 2
+    assert "holds an interrupted run: add --resume to continue it" in " ".join(res.stderr.split())
+    res = run_cli(*args[:3], "--out", halfway, "--resume", "--device", "cpu", "--workers", "0")
+    assert res.exit_code == 0 and "resumed at epoch 1" in res.stdout

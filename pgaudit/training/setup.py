@@ -185,6 +185,36 @@ def interrupted(out: Path, before: int | None, resumed: bool) -> Interrupted:
     )
 
 
+def check_replaceable(out: Path, overwrite: bool) -> None:
+    """Refuse to start a run over an existing ``out``: never over a file that is not a pgaudit
+    checkpoint (it is someone's data), and over a checkpoint only with ``overwrite`` (so a rerun
+    cannot replace a finished model, or an interrupted one's resume state, after one epoch)."""
+    from pgaudit.models.checkpoint import is_pgaudit_checkpoint
+
+    try:
+        payload = read_torch_file(out)
+    except PgauditError:
+        payload = None
+    if not is_pgaudit_checkpoint(payload):
+        raise ParameterError(
+            f"out {out} exists and is not a pgaudit checkpoint: choose another out (that file "
+            "is kept).",
+            "out", "out",
+        )  # fmt: skip
+    if overwrite:
+        return
+    if payload.get("resume") is not None:
+        raise ParameterError(
+            f"out {out} holds an interrupted run: add resume to continue it, or overwrite to "
+            "start again.",
+            "out", "resume", "overwrite",
+        )  # fmt: skip
+    raise ParameterError(
+        f"out {out} holds a finished model: pass overwrite to replace it, or choose another out.",
+        "out", "overwrite", "out",
+    )  # fmt: skip
+
+
 def check_model_argument(model: object) -> None:
     """Refuse a ``model`` that is neither a loaded detector nor a MODEL string."""
     if not isinstance(model, LoadedDetector | str):
@@ -225,11 +255,16 @@ def plan_hardening(
     resume: bool = False,
     workers: int = 1,
     factory: str | None = None,
+    overwrite: bool = False,
 ) -> HardenPlan:
     """The run that hardens ``model`` on ``data`` (a Category, or a folder and its ``category``):
     its recipe is ``recipe`` (default: the model's preset) with ``changes`` (TrainConfig fields)
-    applied. The model is resolved first, so a wrong MODEL is reported before the data."""
+    applied. The model is resolved first, so a wrong MODEL is reported before the data. An existing
+    ``out`` is continued with ``resume`` or replaced with ``overwrite`` (see
+    :func:`check_replaceable`)."""
     check_hardening_options(changes, seed=seed, workers=workers, out=out)
+    if out is not None and Path(out).is_file() and not resume:
+        check_replaceable(Path(out), overwrite)
     if isinstance(model, LoadedDetector):
         if backbone_weights is not None or pretrained:
             raise ParameterError(
