@@ -148,7 +148,7 @@ def harden_cmd(
     precision: o.TrainPrecision = None, seed: o.Seed = 0, overwrite: o.TrainOverwrite = False,
     device: o.TrainDevice = "auto", resume: o.Resume = False, workers: o.Workers = 1,
     backbone_weights: o.BackboneWeights = None, pretrained: o.Pretrained = False, nproc: o.Nproc = 1,
-    factory: o.Factory = None,
+    factory: o.Factory = None, from_scratch: o.FromScratch = False,
 ) -> None:  # fmt: skip
     """Harden a detector with FAPA + PGD adversarial training (PatchGuard recipe)."""
     options = dict(locals())
@@ -167,6 +167,7 @@ def train_cmd(
     precision: o.TrainPrecision = None, seed: o.Seed = 0, overwrite: o.TrainOverwrite = False,
     device: o.TrainDevice = "auto", resume: o.Resume = False, workers: o.Workers = 1,
     backbone_weights: o.BackboneWeights = None, pretrained: o.Pretrained = False, nproc: o.Nproc = 1,
+    from_scratch: o.FromScratch = False,
 ) -> None:  # fmt: skip
     """Train a fresh PatchGuard (= `harden patchguard DATA`)."""
     options = dict(locals())

@@ -86,6 +86,9 @@ TrainOut = Annotated[Path | None, typer.Option("--out", "-o", help=(
     "<category>.pt, default models/)."))]
 TrainOverwrite = Annotated[bool, typer.Option("--overwrite", help=(
     "Replace an existing --out checkpoint (never a file that is not one)."))]
+FromScratch = Annotated[bool, typer.Option("--from-scratch", help=(
+    "Train the preset's backbone from random weights (preset paper needs this, --backbone-weights "
+    "or --pretrained: the published method fine-tunes pretrained DINOv2)."))]
 Factory = Annotated[str | None, typer.Option("--factory", metavar="PKG.MOD:FUNC", help=(
     "Confirm the factory a hardened Python detector's checkpoint names: pgaudit imports and "
     "calls it only then (a model file never picks the code that runs)."))]

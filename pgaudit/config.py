@@ -23,8 +23,8 @@ given on the command line always win (:func:`config_value`). Documented keys::
     experiment = "pgaudit"       # the MLflow experiment
     tracking_uri = "http://mlflow.internal:5000"   # default: MLflow's own (./mlflow.db)
 
-Documented keys are checked (type, and for ``[gate]`` also unknown keys and value ranges), so a
-typo fails loudly instead of silently dropping a CI criterion; other keys are passed through.
+Every key is checked (unknown keys, types, and for ``[gate]`` value ranges), so a typo fails
+loudly instead of silently dropping a CI criterion or choosing the default suite.
 """
 
 from __future__ import annotations
@@ -90,7 +90,17 @@ def load_project_config(cwd: Path | None = None) -> dict[str, Any]:
     return data
 
 
+#: The keys the file may hold: the strings above and the [gate] and [mlflow] tables.
+KNOWN_KEYS = (*STRING_KEYS, "gate", "mlflow")
+
+
 def _check(config: dict[str, Any], path: Path, prefix: str) -> None:
+    unknown = sorted(set(config) - set(KNOWN_KEYS))
+    if unknown:
+        raise PgauditError(
+            f"{path}: unknown key(s) {', '.join(prefix + k for k in unknown)}; the keys are "
+            f"{', '.join(prefix + k for k in KNOWN_KEYS)} (a misspelt key would be ignored)."
+        )
     for key in STRING_KEYS:
         if key in config and not isinstance(config[key], str):
             raise PgauditError(

@@ -864,3 +864,35 @@ def test_attack_help_describes_exactly_what_build_suite_builds(run_cli, monkeypa
                 assert "L2" in section, spec.id
         if {s.objective for s in suite.attacks} == {"detection", "localization"}:
             assert "each objective" in section, name
+
+
+def test_a_test_set_of_one_class_is_refused_before_any_attack(tmp_path, run_cli, cli_project,
+                                                              monkeypatch):  # fmt: skip
+    """Only normal images (or --max-images 1) used to audit "successfully" with every metric n/a."""
+    import shutil
+
+    from pgaudit.attacks.testset import prepare_test_set
+
+    class Normal(ToySet):
+        @property
+        def labels(self) -> list[int]:
+            return [0] * len(self)
+
+        def __getitem__(self, i: int) -> dict:
+            return {**super().__getitem__(i), "label": 0}
+
+    with pytest.raises(PgauditError, match="test images are all normal: AUROC"):
+        prepare_test_set(Normal(6), SIZE, None, 0)
+    monkeypatch.chdir(cli_project)
+    res = run_cli("attack", "micro.pt", "data/fabric", "--max-images", "1", "--out", "one")
+    assert res.exit_code == 2 and "chosen by --max-images are all" in " ".join(res.stderr.split())
+    assert "or raise --max-images" in " ".join(res.stderr.split())
+    normal = cli_project / "normal-only"
+    shutil.copytree(cli_project / "data/fabric", normal)
+    for folder in (normal / "test").iterdir():
+        if folder.name != "good":
+            shutil.rmtree(folder)
+    shutil.rmtree(normal / "ground_truth", ignore_errors=True)
+    res = run_cli("attack", "micro.pt", str(normal), "--out", "normal-audit")
+    assert res.exit_code == 2 and "are all normal" in res.stderr
+    assert not (cli_project / "normal-audit").exists()

@@ -100,3 +100,14 @@ def test_config_value_precedence():
     assert config_value(config, "gate.min_robust_auroc", None) is None
     assert config_value(config, "suite.x", None, 1) == 1  # not a table
     assert config_value(config, "gate.use_lower_bound", False, True) is False  # falsy CLI wins
+
+
+def test_a_misspelt_key_is_an_error_not_a_default(tmp_path):
+    """`sutie = "full"` used to run the quick suite without a word."""
+    (tmp_path / "pgaudit.toml").write_text('sutie = "full"\n')
+    with pytest.raises(PgauditError, match=r"unknown key\(s\) sutie; the keys are model, data"):
+        load_project_config(tmp_path)
+    (tmp_path / "pgaudit.toml").unlink()
+    (tmp_path / "pyproject.toml").write_text('[tool.pgaudit]\nsuite = "full"\nmodle = "m.pt"\n')
+    with pytest.raises(PgauditError, match=r"unknown key\(s\) tool.pgaudit.modle"):
+        load_project_config(tmp_path)

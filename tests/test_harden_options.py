@@ -193,3 +193,23 @@ def test_a_run_never_replaces_what_it_should_not(project, run_cli):
     assert "holds an interrupted run: add --resume to continue it" in " ".join(res.stderr.split())
     res = run_cli(*args[:3], "--out", halfway, "--resume", "--device", "cpu", "--workers", "0")
     assert res.exit_code == 0 and "resumed at epoch 1" in res.stdout
+
+
+def test_preset_paper_is_not_silently_trained_from_random_weights(project, run_cli):
+    """The published method fine-tunes pretrained DINOv2: without its weights (or an explicit
+    --from-scratch) `train --preset paper` would train something else under the paper's name."""
+    from pgaudit.errors import ParameterError
+    from pgaudit.training.setup import trainable_model
+
+    res = run_cli("train", project / "data" / "widget", "--preset", "paper", "--out",
+                  project / "paper.pt")  # fmt: skip
+    assert res.exit_code == 2
+    text = " ".join(res.stderr.split())
+    assert "preset paper fine-tunes a pre-trained DINOv2" in text
+    assert "--backbone-weights FILE" in text and "--pretrained (a hub download)" in text
+    assert "--from-scratch" in text
+    assert not (project / "paper.pt").exists()
+    start = trainable_model("patchguard", preset="paper", from_scratch=True)
+    assert any("not the paper's method" in note for note in start.notes)
+    with pytest.raises(ParameterError, match="from_scratch excludes"):
+        trainable_model("patchguard", preset="paper", from_scratch=True, pretrained=True)

@@ -119,6 +119,20 @@ def prepare_test_set(
         if n == 0:
             raise PgauditError("the test dataset is empty: pass a dataset with test images.")
     indices = stratified_subset(labels, max_images, seed)
+    chosen = labels[indices]
+    if len(set(chosen.tolist())) < 2:
+        what = "normal" if chosen.max(initial=0) == 0 else "defective"
+        where = (
+            f"the {len(chosen)} test image(s) chosen by max_images"
+            if max_images
+            else (f"the {len(chosen)} test images")
+        )
+        raise ParameterError(
+            f"{where} are all {what}: AUROC (image, pixel) is undefined without both normal and "
+            "defective images; add the other kind to the test set"
+            + (" or raise max_images." if max_images else "."),
+            *(("max_images", "max_images") if max_images else ()),
+        )
     return AuditSet(
         dataset=dataset,
         indices=indices,

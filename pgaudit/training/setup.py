@@ -51,12 +51,29 @@ def trainable_model(
     backbone_weights: str | Path | None = None,
     pretrained: bool = False,
     factory: str | None = None,
+    from_scratch: bool = False,
 ) -> StartingModel:
     """Build the model named by ``spec``: ``patchguard`` (fresh, from ``preset``) or a checkpoint
     (``factory``: see :func:`pgaudit.models.resolve.load_detector`)."""
     notes: list[str] = []
+    if from_scratch and (backbone_weights is not None or pretrained):
+        raise ParameterError(
+            "from_scratch excludes backbone_weights and pretrained: pass one.",
+            "from_scratch", "backbone_weights", "pretrained",
+        )  # fmt: skip
     if spec.lower() in FRESH_SPECS:
         config: PatchGuardConfig = get_preset(preset or "tiny")
+        if config.name == "paper" and not (
+            backbone_weights is not None or pretrained or from_scratch
+        ):
+            raise ParameterError(
+                "preset paper fine-tunes a pre-trained DINOv2 in the published method: pass "
+                "backbone_weights FILE (the DINOv2 weights), pretrained (a hub download), or "
+                "from_scratch to train its architecture from random weights.",
+                "backbone_weights", "pretrained", "from_scratch",
+            )  # fmt: skip
+        if config.name == "paper" and from_scratch:
+            notes.append("backbone from random weights (from_scratch): not the paper's method")
         torch.manual_seed(seed)
         model = PatchGuard(config)
         source = f"fresh PatchGuard, preset {config.name}"
@@ -256,6 +273,7 @@ def plan_hardening(
     workers: int = 1,
     factory: str | None = None,
     overwrite: bool = False,
+    from_scratch: bool = False,
 ) -> HardenPlan:
     """The run that hardens ``model`` on ``data`` (a Category, or a folder and its ``category``):
     its recipe is ``recipe`` (default: the model's preset) with ``changes`` (TrainConfig fields)
@@ -275,7 +293,7 @@ def plan_hardening(
     elif isinstance(model, str):
         start = trainable_model(
             model, preset=preset, seed=seed, backbone_weights=backbone_weights,
-            pretrained=pretrained, factory=factory,
+            pretrained=pretrained, factory=factory, from_scratch=from_scratch,
         )  # fmt: skip
     else:
         check_model_argument(model)
