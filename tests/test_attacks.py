@@ -8,6 +8,7 @@ images, and a budget of a few /255 is enough to fool it, like an undefended dete
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -896,3 +897,42 @@ def test_a_test_set_of_one_class_is_refused_before_any_attack(tmp_path, run_cli,
     res = run_cli("attack", "micro.pt", str(normal), "--out", "normal-audit")
     assert res.exit_code == 2 and "are all normal" in res.stderr
     assert not (cli_project / "normal-audit").exists()
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}  # fmt: skip
+
+
+def test_an_audit_folder_changes_all_at_once_or_not_at_all(cli_project, run_cli, monkeypatch):
+    """A rerun leaves no artefact of the previous run (maps.npz, report.html); a failed rerun
+    leaves the previous audit byte for byte and no staging folder; a killed run's is cleaned."""
+    from pgaudit.attacks import runner
+
+    monkeypatch.chdir(cli_project)
+    args = ("attack", "micro.pt", "data/fabric", "--out", "redo", "--steps", "1", "--bootstrap",
+            "0", "--quiet", "--device", "cpu")  # fmt: skip
+    assert run_cli(*args, "--save-maps", "--report").exit_code == 0
+    (cli_project / "redo" / "notes.md").write_text("mine")  # not an artefact: kept
+    assert {"maps.npz", "report.html"} <= set(_tree(cli_project / "redo"))
+    assert run_cli(*args).exit_code == 0
+    files = set(_tree(cli_project / "redo"))
+    assert "maps.npz" not in files and "report.html" not in files and "notes.md" in files
+    before = _tree(cli_project / "redo")
+
+    def broken(*_args, **_kwargs):
+        raise PgauditError("disk full (simulated)")
+
+    monkeypatch.setattr(runner, "_write_gallery", broken)  # after scores.npz is written
+    res = run_cli(*args, "--seed", "3")
+    assert res.exit_code == 2 and "disk full" in res.stderr
+    assert _tree(cli_project / "redo") == before
+    assert not list(cli_project.glob(".redo.partial-*"))
+    monkeypatch.undo()
+
+    abandoned = cli_project / ".redo.partial-999999-deadbeef"  # a pid that does not run
+    abandoned.mkdir()
+    (abandoned / "results.json").write_text("{}")
+    monkeypatch.chdir(cli_project)
+    assert run_cli(*args).exit_code == 0
+    assert not abandoned.exists()

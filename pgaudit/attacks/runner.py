@@ -46,6 +46,7 @@ from pgaudit.attacks.algorithms import make_attack
 from pgaudit.attacks.eps import eps_label
 from pgaudit.attacks.execute import Attacker, BatchTarget
 from pgaudit.attacks.gallery import write_gallery_item
+from pgaudit.attacks.outputs import staged_folder
 from pgaudit.attacks.sanity import run_sanity_checks, sanity_budget, sanity_positions
 from pgaudit.attacks.suites import AttackSpec, Suite, build_suite
 from pgaudit.attacks.testset import AuditSet, iterate_batches, prepare_test_set, shard_batches
@@ -430,38 +431,31 @@ def run_audit(
     durations = {"prepare": time.perf_counter() - t_start}
 
     attacked = as_detector(detector).to(device)  # a plain module or callable: wrapped
-    with attack_mode(attacked), _progress(progress and main, console) as bar:
-        audit = _Audit(
-            attacked, test, device=device, batch_size=batch_size, seed=seed,
-            bootstrap=bootstrap, bar=bar, surrogate=surrogate, precision=precision,
-        )  # fmt: skip
-        body = _run(audit, suite, out_dir, save_maps, gallery_size, durations)
-    if body is None:  # a worker other than rank 0: rank 0 has the results
-        return None
-
-    durations["total"] = time.perf_counter() - t_start
-    results = AuditResults(
-        created=_now(),
-        model=_model_section(detector, model_info),
-        data=_data_section(test, image_size, max_images, data_info),
-        **body,
-        meta={
-            "pgaudit_version": __version__,
-            "python": platform.python_version(),
-            **_versions(),
-            "seed": seed,
-            "device": str(device),
-            "precision": precision,
-            "batch_size": batch_size,
-            "workers": workers,
-            "bootstrap": bootstrap,
-            "started": started,
-            "seconds": durations["total"],
-            "durations": {k: round(v, 3) for k, v in durations.items()},
-            "command": command,
-        },
-    )
-    write_results(results, out_dir / "results.json")
+    with staged_folder(out_dir, active=main) as stage:  # out_dir changes only on success
+        with attack_mode(attacked), _progress(progress and main, console) as bar:
+            audit = _Audit(
+                attacked, test, device=device, batch_size=batch_size, seed=seed,
+                bootstrap=bootstrap, bar=bar, surrogate=surrogate, precision=precision,
+            )  # fmt: skip
+            body = _run(audit, suite, stage, save_maps, gallery_size, durations)
+        if body is None:  # a worker other than rank 0: rank 0 has the results
+            return None
+        durations["total"] = time.perf_counter() - t_start
+        meta = {
+            "pgaudit_version": __version__, "python": platform.python_version(), **_versions(),
+            "seed": seed, "device": str(device), "precision": precision,
+            "batch_size": batch_size, "workers": workers, "bootstrap": bootstrap,
+            "started": started, "seconds": durations["total"],
+            "durations": {k: round(v, 3) for k, v in durations.items()}, "command": command,
+        }  # fmt: skip
+        results = AuditResults(
+            created=_now(),
+            model=_model_section(detector, model_info),
+            data=_data_section(test, image_size, max_images, data_info),
+            **body,
+            meta=meta,
+        )
+        write_results(results, stage / "results.json")
     return results
 
 
@@ -477,8 +471,6 @@ def _run(
     and ``meta`` (``None`` on workers other than rank 0, once they have handed over their
     share)."""
     test, headline = audit.test, suite.headline_eps
-    if audit.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
 
     t0 = time.perf_counter()
     clean = audit.clean_pass()
