@@ -936,3 +936,48 @@ def test_an_audit_folder_changes_all_at_once_or_not_at_all(cli_project, run_cli,
     monkeypatch.chdir(cli_project)
     assert run_cli(*args).exit_code == 0
     assert not abandoned.exists()
+
+
+class _Thresholded(nn.Module):
+    """Patch logits from a hard threshold of redness: no gradient reaches the input."""
+
+    image_size = SIZE
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        red = F.avg_pool2d(x[:, :1] - x[:, 1:2], 4)[:, 0]
+        return (red > 0.01).float() * 4 - 2 + red.detach()
+
+
+class _NotFinite(nn.Module):
+    image_size = SIZE
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(x[:, :1], 4)[:, 0] * float("nan")
+
+
+def test_a_gradient_free_detector_gets_the_black_box_attacks_only(tmp_path):
+    """It used to start the audit and crash in PGD; now the white-box runs are skipped with the
+    reason (in results.json, for the report), Square runs, and a suite of white-box attacks
+    only is refused in one sentence."""
+    from pgaudit.attacks.suites import AttackSpec, Suite
+
+    suite = Suite("mixed", "PGD and Square", [
+        AttackSpec("pgd", "native", "inf", 8 / 255, 5, "detection"),
+        AttackSpec("square", "art", "inf", 8 / 255, 30, "detection"),
+    ])  # fmt: skip
+    results = run_audit(_Thresholded(), ToySet(12), suite, out_dir=tmp_path / "a",
+                        progress=False, bootstrap=0)  # fmt: skip
+    assert [a["attack"] for a in results["attacks"]] == ["square"]
+    skipped = results["suite"]["skipped"]
+    assert skipped and "no gradient" in skipped[0]["reason"] and "pgd" in skipped[0]["id"]
+    assert results["robust"]["attack_ids"] == [results["attacks"][0]["id"]]
+    with pytest.raises(PgauditError, match="suite quick holds white-box attacks only"):
+        run_audit(_Thresholded(), ToySet(12), "quick", out_dir=tmp_path / "b", progress=False)
+    assert not (tmp_path / "b").exists()
+
+
+def test_a_detector_with_nan_scores_is_refused_at_load(tmp_path, monkeypatch, run_cli):
+    from pgaudit.models.adapters import DetectorAdapter, probe
+
+    with pytest.raises(PgauditError, match="NaN or infinite"):
+        probe(DetectorAdapter(_NotFinite(), SIZE, name="nan detector"), "nan detector")

@@ -73,6 +73,8 @@ class Attack:
     deterministic: ClassVar[bool] = False
     #: The losses it can maximise (pgaudit.attacks.objectives.LOSSES): ART's run the margin only.
     losses: ClassVar[tuple[str, ...]] = ("margin", "smoothmax")
+    #: White-box: it differentiates the detector (False: scores only, a black-box attack).
+    needs_gradients: ClassVar[bool] = True
 
     def __init__(self, spec: AttackSpec) -> None:
         what = f"{self.name} ({self.library})"
@@ -136,6 +138,7 @@ class Restarts:
 
     def __init__(self, attack: Attack) -> None:
         self.attack = attack
+        self.needs_gradients = attack.needs_gradients
         self.spec = attack.spec
 
     @property
@@ -352,6 +355,7 @@ class ArtSquare(ArtAttack):
     and a success test that never fires, so the whole query budget moves the score."""
 
     name = "square"
+    needs_gradients = False
     own_restarts = True
 
     def art_attack(self, classifier: Any, batch_size: int) -> Any:

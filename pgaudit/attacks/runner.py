@@ -47,14 +47,19 @@ from pgaudit.attacks.eps import eps_label
 from pgaudit.attacks.execute import Attacker, BatchTarget
 from pgaudit.attacks.gallery import write_gallery_item
 from pgaudit.attacks.outputs import staged_folder
-from pgaudit.attacks.sanity import run_sanity_checks, sanity_budget, sanity_positions
+from pgaudit.attacks.sanity import (
+    NO_GRADIENT,
+    run_sanity_checks,
+    sanity_budget,
+    sanity_positions,
+)
 from pgaudit.attacks.suites import AttackSpec, Suite, build_suite
 from pgaudit.attacks.testset import AuditSet, iterate_batches, prepare_test_set, shard_batches
 from pgaudit.checks import check_at_least, check_out_folder, check_seed
 from pgaudit.data.grid import mask_to_grid
 from pgaudit.devices import resolve_device
 from pgaudit.errors import ParameterError, PgauditError
-from pgaudit.models.adapters import as_detector
+from pgaudit.models.adapters import as_detector, probe
 from pgaudit.models.checkpoint import weights_fingerprint
 from pgaudit.models.detector import Detector, attack_mode
 from pgaudit.precision import resolve_precision
@@ -483,6 +488,18 @@ def _run(
         for s in suite.attacks
         if s not in specs
     ]
+    gradients = probe(audit.detector, "the detector", audit.device)["differentiable"]
+    if not gradients:  # black-box attacks only, and say so
+        white = [s for s in specs if make_attack(s).needs_gradients]
+        specs = [s for s in specs if s not in white]
+        skipped += [{"id": s.id, "reason": NO_GRADIENT} for s in white]
+        if not specs:
+            raise ParameterError(
+                f"{NO_GRADIENT} (a non-differentiable step in its forward?), and suite "
+                f"{suite.name} holds white-box attacks only: use suite full or auto (Square, "
+                "black-box), or make the forward differentiable.",
+                "suite", "suite",
+            )  # fmt: skip
     t0 = time.perf_counter()
     attacker = Attacker(
         audit.detector, input_shape=clean.input_shape, cells=int(np.prod(clean.grid)),
@@ -529,7 +546,7 @@ def _run(
     sanity = [budget_check(records)]
     if suite.name in SANITY_SUITES:
         t0 = time.perf_counter()
-        sanity += _sanity_checks(audit, suite, clean_section, attacks, headline)
+        sanity += _sanity_checks(audit, suite, clean_section, attacks, headline, gradients)
         durations["sanity"] = time.perf_counter() - t0
     return {
         "suite": suite.info(specs, skipped),
@@ -556,6 +573,7 @@ def _sanity_checks(
     clean_section: Section,
     attacks: list[AttackResult],
     headline: float,
+    gradients: bool = True,
 ) -> list[SanityCheck]:
     """The gradient-masking checklist (pgaudit.attacks.sanity) on a balanced subset of the test images."""
     test = audit.test
@@ -565,7 +583,7 @@ def _sanity_checks(
     return run_sanity_checks(
         audit.detector, images, test.labels[positions], attacks, clean=clean_section,
         eps=headline, surrogate=audit.surrogate, seed=audit.seed, device=audit.device,
-        budget=suite.name, precision=audit.precision,
+        budget=suite.name, precision=audit.precision, gradients=gradients,
     )  # fmt: skip
 
 

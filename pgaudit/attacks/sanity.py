@@ -839,6 +839,24 @@ def check_convergence_by_rerun(
 # everything at once
 
 
+NO_GRADIENT = "the detector gives no gradient w.r.t. its input: white-box runs are impossible"
+
+
+def _gradient_free_checks(
+    attacks: Sequence[AttackResult], clean: Section | None
+) -> list[SanityCheck]:
+    """A gradient-free detector's checklist: the checks on the audit's own runs; the ones that
+    run white-box attacks skip, saying why."""
+    skip = lambda name: make_check(name, "skip", NO_GRADIENT)  # noqa: E731
+    return [
+        skip("gradient-health"), skip("unbounded-budget"),
+        check_more_steps_not_weaker(attacks), check_convergence(attacks),
+        check_monotone_in_eps(attacks, clean), check_fgsm_not_stronger(attacks),
+        skip("noise-not-stronger"), check_blackbox_not_stronger(attacks),
+        skip("transfer-not-stronger"),
+    ]  # fmt: skip
+
+
 def run_sanity_checks(
     detector: Detector,
     images: Tensor,
@@ -852,6 +870,7 @@ def run_sanity_checks(
     device: str | torch.device = "cpu",
     budget: str | SanityBudget = "standard",
     precision: str = "fp32",
+    gradients: bool = True,
 ) -> list[SanityCheck]:
     """All sanity checks for one audit, in report order.
 
@@ -865,6 +884,7 @@ def run_sanity_checks(
     When the forward pass is random and ``detector`` is not an :class:`EOTDetector`, the extra
     runs attack and score through one (and the determinism check says so). The extra runs craft
     in fp32; ``precision``, that of the audit's attacks, adds ``precision-parity`` when not fp32.
+    ``gradients`` False (the detector gives none): the checks that run white-box attacks skip.
     """
     cfg = sanity_budget(budget)
     device = torch.device(device)
@@ -881,6 +901,8 @@ def run_sanity_checks(
         checks["deterministic-forward"] = check_deterministic_forward(
             detector, x, eot_draws=cfg.eot_draws
         )
+        if not gradients:
+            return [*checks.values(), *_gradient_free_checks(attacks, clean)]
         target = detector
         if checks["deterministic-forward"].status == "fail":
             target = EOTDetector(detector, cfg.eot_draws)

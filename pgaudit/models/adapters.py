@@ -280,6 +280,11 @@ def probe(detector: Detector, name: str, device: str | torch.device = "cpu") -> 
         raise _bad_output(name, _describe(logits))
     if not isinstance(scores, Tensor) or scores.shape != (2,):
         raise _bad_output(name, f"image scores of shape {list(getattr(scores, 'shape', []))}")
+    if not (torch.isfinite(logits).all() and torch.isfinite(scores).all()):
+        raise PgauditError(
+            f"{name} returns NaN or infinite scores on random images in [0, 1]: fix its forward "
+            "(metrics and attacks need finite scores)."
+        )
     return {
         "patch_grid": list(logits.shape[1:]),
         "differentiable": grad is not None,
