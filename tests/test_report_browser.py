@@ -87,15 +87,19 @@ def test_report_has_no_console_errors(report, tmp_path):
     assert not console and not blocked, "\n".join(console + blocked)
 
 
-def test_key_sections_are_visible(report, tmp_path):
+def _probe(tmp_path: Path, page: str, ids: list[str] | tuple[str, ...]) -> dict:
+    """What Chromium shows of ``page`` (a copy without its CSP, with :data:`PROBE` appended)."""
     probed = tmp_path / "probed.html"
-    page = report.read_text(encoding="utf-8")
     page = re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", page)
-    probed.write_text(page.replace("</body>", PROBE % json.dumps(SECTIONS) + "</body>"))
+    probed.write_text(page.replace("</body>", PROBE % json.dumps(list(ids)) + "</body>"))
     proc = _chromium(tmp_path, probed, "--dump-dom")
     found = re.search(r'<pre id="probe">(.*?)</pre>', proc.stdout, re.S)
     assert found, proc.stderr[-2000:]
-    result = json.loads(html_lib.unescape(found.group(1)))
+    return json.loads(html_lib.unescape(found.group(1)))
+
+
+def test_key_sections_are_visible(report, tmp_path):
+    result = _probe(tmp_path, report.read_text(encoding="utf-8"), SECTIONS)
     assert all(result["sections"].values()), result["sections"]
     assert result["images"] == 2 * 8 * 6 and result["broken"] == 0
     assert result["charts"] == 6
@@ -144,14 +148,7 @@ def test_a_dataset_report_opens_with_its_category_table(dataset_report, tmp_path
     assert "grid&lt;b&gt;" in text and "grid<b>" not in text  # escaped
     for key in ("a0", "a1", "a2"):  # each row links to its category's section
         assert f'href="#cat-{key}"' in text and f'id="cat-{key}"' in text
-    probed = tmp_path / "probed.html"
-    page = re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", text)
-    ids = ["dataset", "verdict", "attacks", "gallery", "sanity"]
-    probed.write_text(page.replace("</body>", PROBE % json.dumps(ids) + "</body>"))
-    proc = _chromium(tmp_path, probed, "--dump-dom")
-    found = re.search(r'<pre id="probe">(.*?)</pre>', proc.stdout, re.S)
-    assert found, proc.stderr[-2000:]
-    result = json.loads(html_lib.unescape(found.group(1)))
+    result = _probe(tmp_path, text, ["dataset", "verdict", "attacks", "gallery", "sanity"])
     assert all(result["sections"].values()), result["sections"]
     assert result["broken"] == 0 and result["images"] > 0
     shot = tmp_path / "shot.png"

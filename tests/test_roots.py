@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import replace
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
 import numpy as np
 import pytest
 import torch
+from small_models import micro
 
 from pgaudit import roots
 from pgaudit.dataset_summary import read_summary
@@ -26,18 +26,11 @@ def root(tmp_path_factory) -> Path:
     from pgaudit.data.synth import make_synthetic_dataset
     from pgaudit.models.checkpoint import save_checkpoint
     from pgaudit.models.patchguard import PatchGuard
-    from pgaudit.models.presets import PatchGuardConfig, TrainConfig
 
     base = tmp_path_factory.mktemp("roots")
     make_synthetic_dataset(base / "data", size=SIZE, n_train=8, n_test=8)
     shutil.copytree(base / "data" / "fabric", base / "data" / "fabric-b")
-    config = PatchGuardConfig(
-        name="micro", backbone="vit_tiny_patch16_224",
-        backbone_kwargs=dict(patch_size=8, embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0),
-        image_size=SIZE, feature_blocks=(2,), reg_blocks=(1, 2), reg_weights=(0.01, 0.05),
-        dsc_hidden=64, dsc_dropout=0.0,
-        train=replace(TrainConfig(), epochs=2, batch_size=4, steps=2, fapa_max_side=60),
-    )  # fmt: skip
+    config = micro()
     torch.manual_seed(0)
     save_checkpoint(base / "micro.pt", PatchGuard(config))
     return base

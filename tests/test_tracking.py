@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
+from small_models import micro
 
 REQUIRE = "PGAUDIT_REQUIRE_MLFLOW"
 SIZE = 32
@@ -41,17 +41,10 @@ def project(tmp_path, monkeypatch) -> Path:
     from pgaudit.data.synth import make_synthetic_dataset
     from pgaudit.models.checkpoint import save_checkpoint
     from pgaudit.models.patchguard import PatchGuard
-    from pgaudit.models.presets import PatchGuardConfig, TrainConfig
 
     make_synthetic_dataset(tmp_path / "data", size=SIZE, n_train=8, n_test=8,
                            categories=("widget",))  # fmt: skip
-    config = PatchGuardConfig(
-        name="micro", backbone="vit_tiny_patch16_224",
-        backbone_kwargs=dict(patch_size=8, embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0),
-        image_size=SIZE, feature_blocks=(2,), reg_blocks=(1, 2), reg_weights=(0.01, 0.05),
-        dsc_hidden=64, dsc_dropout=0.0,
-        train=replace(TrainConfig(), epochs=2, batch_size=4, steps=2, fapa_max_side=60),
-    )  # fmt: skip
+    config = micro()
     torch.manual_seed(0)
     save_checkpoint(tmp_path / "micro.pt", PatchGuard(config))
     monkeypatch.chdir(tmp_path)

@@ -161,27 +161,25 @@ def implied_factory(model: str | Path, factory: str | None) -> str | None:
     return text if _FACTORY.match(text) and not Path(text).exists() else None
 
 
-def is_torchscript(path: Path) -> bool:
-    """True for a TorchScript archive (a zip holding ``constants.pkl`` or ``code/``)."""
+def _zip_names(path: Path) -> list[str]:
+    """The member names of a zip archive ([] for any other file)."""
     if not zipfile.is_zipfile(path):
-        return False
+        return []
     try:
         with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
+            return archive.namelist()
     except (zipfile.BadZipFile, OSError):
-        return False
-    return any(n.endswith("/constants.pkl") or "/code/" in n for n in names)
+        return []
+
+
+def is_torchscript(path: Path) -> bool:
+    """True for a TorchScript archive (a zip holding ``constants.pkl`` or ``code/``)."""
+    return any(n.endswith("/constants.pkl") or "/code/" in n for n in _zip_names(path))
 
 
 def is_exported_program(path: Path) -> bool:
     """True for a ``torch.export.save`` archive (a zip with ``archive_format`` and ``models/``)."""
-    if not zipfile.is_zipfile(path):
-        return False
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-    except (zipfile.BadZipFile, OSError):
-        return False
+    names = _zip_names(path)
     return any(n.endswith("/archive_format") for n in names) and any("/models/" in n for n in names)
 
 
