@@ -10,9 +10,24 @@ class PgauditError(Exception):
     """An error caused by the user's input (files, options); the CLI prints it without a traceback.
 
     The message must be one sentence that names the offending path or option and says how to fix it.
+    Raised in a DataLoader worker, torch re-raises it as ``PgauditError("Caught PgauditError in
+    DataLoader worker process 0. Original Traceback …")``: the original sentence is kept.
     """
 
     exit_code: int = 2
+
+    def __init__(self, message: object = "", *args: object) -> None:
+        super().__init__(_from_worker(message), *args)
+
+
+def _from_worker(message: object) -> object:
+    """The original sentence of an error torch re-raised from a DataLoader worker (else as is)."""
+    text = message if isinstance(message, str) else ""
+    if not (text.startswith("Caught ") and "\nOriginal Traceback" in text):
+        return message
+    last = [line for line in text.strip().splitlines() if line.strip()][-1]
+    kind, _, sentence = last.partition(": ")
+    return sentence if sentence and kind.endswith(("Error", "Interrupted")) else last
 
 
 class ParameterError(PgauditError):

@@ -213,3 +213,19 @@ def test_preset_paper_is_not_silently_trained_from_random_weights(project, run_c
     assert any("not the paper's method" in note for note in start.notes)
     with pytest.raises(ParameterError, match="from_scratch excludes"):
         trainable_model("patchguard", preset="paper", from_scratch=True, pretrained=True)
+
+
+def test_a_corrupt_image_read_in_a_loader_worker_is_one_sentence(project, run_cli, tmp_path):
+    """torch re-raises a DataLoader worker's error as "Caught PgauditError in DataLoader worker
+    process 0. Original Traceback …": the user gets the original sentence."""
+    import shutil
+
+    data = tmp_path / "widget"
+    shutil.copytree(project / "data" / "widget", data)
+    sorted((data / "train" / "good").glob("*.png"))[2].write_bytes(b"not a png")
+    res = run_cli("harden", project / "start.pt", data, "--out", tmp_path / "h.pt", "--epochs",
+                  "1", "--steps", "1", "--batch-size", "4", "--device", "cpu", "--workers", "1")  # fmt: skip
+    assert res.exit_code == 2
+    last = res.stderr.strip().splitlines()[-1]
+    assert "cannot read the image" in last and "Caught" not in res.stderr
+    assert "Traceback" not in res.stderr
