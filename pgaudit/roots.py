@@ -111,7 +111,8 @@ def train_categories(
         path = folder / f"{ref.name}.pt"
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            recipe = plan_hardening(model, ref.path, changes=changes, seed=seed, **options).recipe
+            plain = {k: v for k, v in options.items() if k != "nproc"}  # only its recipe here
+            recipe = plan_hardening(model, ref.path, changes=changes, seed=seed, **plain).recipe
             state = _checkpoint_state(path, recipe, seed) if path.is_file() else "new"
             if state == "same":
                 runs.append(CategoryRun(ref.name, "skipped", path, "finished with this recipe"))

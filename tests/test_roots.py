@@ -156,3 +156,11 @@ def test_all_categories_options_are_checked(root, run_cli, monkeypatch):
     assert res.exit_code == 2 and "the folder of <category>.pt files" in " ".join(
         res.stderr.split()
     )
+
+
+def test_a_root_trains_in_worker_processes(root, tmp_path):
+    """--all-categories --nproc 2: each category is planned for its recipe in this process (no
+    out needed for that) and trained by two workers."""
+    runs = roots.train_categories(str(root / "micro.pt"), root / "data", tmp_path / "models",
+                                  device="cpu", nproc=2, workers=0, progress=False)  # fmt: skip
+    assert [(r.name, r.status) for r in runs] == [(c, "trained") for c in CATEGORIES]
