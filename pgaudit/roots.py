@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from pgaudit.checks import check_out_folder
 from pgaudit.data.layouts import select_categories
 from pgaudit.dataset_summary import (
     CategoryEntry,
@@ -45,10 +46,11 @@ class CategoryRun:
         return f"{self.name}: {self.status}{where}" + (f" ({self.message})" if self.message else "")
 
 
-def check_out_folder(out: str | Path, option: str = "out") -> Path:
-    """A folder for one file (or sub-folder) per category, not a file."""
-    out = Path(out)
-    if out.suffix in (".pt", ".pth", ".json") or out.is_file():
+def _category_folder(out: str | Path, option: str = "out") -> Path:
+    """A writable folder for one entry per category (:func:`pgaudit.checks.check_out_folder`),
+    and not a name that reads as one file."""
+    out = check_out_folder(out, option)
+    if out.suffix in (".pt", ".pth", ".json"):
         raise ParameterError(
             f"{option} {out}: with all categories this is a folder (one entry per category); "
             "pass a folder name.",
@@ -68,13 +70,11 @@ def _no_category(category: str | None) -> None:
 
 def _checkpoint_state(path: Path, recipe: TrainConfig, seed: int) -> str:
     """'same' (finished with this recipe and seed), 'unfinished', or 'other'."""
-    from pgaudit.models.checkpoint import is_pgaudit_checkpoint, read_torch_file
+    from pgaudit.training.setup import existing_run
 
-    payload = read_torch_file(path)
-    if not is_pgaudit_checkpoint(payload):
-        return "other"
-    if payload.get("resume") is not None:
-        return "unfinished"
+    state, payload = existing_run(path)
+    if state != "finished" or payload is None:
+        return "unfinished" if state == "unfinished" else "other"
     training = payload.get("training") or {}
     stored, planned = dict(training.get("recipe") or {}), asdict(recipe)
     if recipe.precision == "auto":  # decided when training started
@@ -105,7 +105,7 @@ def train_categories(
     from pgaudit.api import plan_hardening
 
     _no_category(category)
-    folder = check_out_folder(out)
+    folder = _category_folder(out)
     runs = []
     for ref in select_categories(Path(root)):
         path = folder / f"{ref.name}.pt"
@@ -159,7 +159,7 @@ def audit_categories(
     from pgaudit.api import plan_audit
 
     _no_category(category)
-    models, folder = Path(models), check_out_folder(out_dir, "out_dir")
+    models, folder = Path(models), _category_folder(out_dir, "out_dir")
     if not models.is_dir():
         raise ParameterError(
             f"model {models}: with all categories this is the folder of <category>.pt files "

@@ -202,17 +202,26 @@ def interrupted(out: Path, before: int | None, resumed: bool) -> Interrupted:
     )
 
 
-def check_replaceable(out: Path, overwrite: bool) -> None:
-    """Refuse to start a run over an existing ``out``: never over a file that is not a pgaudit
-    checkpoint (it is someone's data), and over a checkpoint only with ``overwrite`` (so a rerun
-    cannot replace a finished model, or an interrupted one's resume state, after one epoch)."""
+def existing_run(out: Path) -> tuple[str, dict[str, Any] | None]:
+    """What the file ``out`` holds: ``("foreign", None)`` (not a pgaudit checkpoint),
+    ``("unfinished", payload)`` (an interrupted run's resume state) or ``("finished", payload)``."""
     from pgaudit.models.checkpoint import is_pgaudit_checkpoint
 
     try:
         payload = read_torch_file(out)
     except PgauditError:
-        payload = None
+        return "foreign", None
     if not is_pgaudit_checkpoint(payload):
+        return "foreign", None
+    return ("unfinished" if payload.get("resume") is not None else "finished"), payload
+
+
+def check_replaceable(out: Path, overwrite: bool) -> None:
+    """Refuse to start a run over an existing ``out``: never over a file that is not a pgaudit
+    checkpoint (it is someone's data), and over a checkpoint only with ``overwrite`` (so a rerun
+    cannot replace a finished model, or an interrupted one's resume state, after one epoch)."""
+    state, _ = existing_run(out)
+    if state == "foreign":
         raise ParameterError(
             f"out {out} exists and is not a pgaudit checkpoint: choose another out (that file "
             "is kept).",
@@ -220,7 +229,7 @@ def check_replaceable(out: Path, overwrite: bool) -> None:
         )  # fmt: skip
     if overwrite:
         return
-    if payload.get("resume") is not None:
+    if state == "unfinished":
         raise ParameterError(
             f"out {out} holds an interrupted run: add resume to continue it, or overwrite to "
             "start again.",
