@@ -50,8 +50,8 @@ from pgaudit.training.setup import HardenPlan
 from pgaudit.training.setup import plan_hardening as _plan
 
 __all__ = [
-    "audit", "check_gate", "harden", "load_detector", "plan_audit", "plan_hardening",
-    "recipe_changes", "render_report",
+    "audit", "check_gate", "export_parity_of", "harden", "load_detector", "plan_audit",
+    "plan_hardening", "recipe_changes", "render_report",
 ]  # fmt: skip
 
 
@@ -214,6 +214,32 @@ def plan_audit(
     built = build_suite(suite, image_size=int(loaded.detector.image_size), **(suite_options or {}))
     options = {**options, "device": device, "data_info": {"path": str(data)}}
     return AuditPlan(str(model), loaded, cat, built, Path(out_dir), stand_in, options, nproc, job)
+
+
+def export_parity_of(
+    source: str | Path,
+    exported: str | Path,
+    data: Category | str | Path,
+    *,
+    category: str | None = None,
+    device: str = "cpu",
+    trust_pickle: bool = False,
+    factory: str | None = None,
+    image_size: int | None = None,
+    **options: Any,
+) -> Any:
+    """Load ``source`` (the model a file was exported from) and ``exported`` as
+    :func:`load_detector` does and measure their parity on ``data``'s test images
+    (:func:`pgaudit.parity.export_parity`; ``options``: ``eps``, ``steps``, ``batch_size``,
+    ``max_images``, ``seed``). Returns a :class:`~pgaudit.parity.ParityReport`."""
+    from pgaudit.parity import export_parity
+
+    device = str(resolve_device(device))
+    load = dict(device=device, trust_pickle=trust_pickle, image_size=image_size)
+    first = load_detector(source, factory=factory, **load)
+    second = load_detector(exported, **load)
+    return export_parity(first.detector, second.detector, _category(data, category),
+                         device=device, **options)  # fmt: skip
 
 
 def check_audit_workers(

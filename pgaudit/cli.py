@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 import pgaudit.cli_options as o
+from pgaudit.cli_parity import parity
 from pgaudit.errors import Interrupted, ParameterError, PgauditError
 from pgaudit.results import DEFAULT_BOOTSTRAP
 
@@ -30,6 +31,7 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Inspect and generate datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+app.command("parity")(parity)  # pgaudit.cli_parity
 
 
 def _say(text: str) -> None:
@@ -332,9 +334,6 @@ def demo_cmd(
     console.print(
         f"[bold]report:[/] {escape(str(outcome.report))}  ({minutes:.1f} min)", soft_wrap=True
     )
-
-
-# --- baselines ---
 
 
 @app.command("fit-baseline")

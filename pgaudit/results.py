@@ -303,6 +303,7 @@ class AttackSettings:
     objective: str = "detection"
     notes: str | None = None
     loss: str = "margin"  # written only when not "margin" (files of margin attacks unchanged)
+    transfer: bool = False  # crafted on a surrogate; written only when true
 
     def settings_json(self) -> JSON:
         out: JSON = {
@@ -315,6 +316,8 @@ class AttackSettings:
         out["objective"] = self.objective
         if self.loss != "margin":
             out["loss"] = self.loss
+        if self.transfer:
+            out["transfer"] = True
         _put(out, "notes", self.notes)
         return out
 
@@ -331,6 +334,7 @@ class AttackSettings:
             "random_init": r.get("random_init", (bool,), "true or false", None),
             "objective": r.text("objective", "detection"), "notes": r.text("notes", None),
             "loss": r.text("loss", "margin"),
+            "transfer": r.get("transfer", (bool,), "true or false", False),
         }  # fmt: skip
 
     @classmethod

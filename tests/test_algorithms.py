@@ -50,14 +50,14 @@ def test_pgd_restarts_are_wrapped_and_art_restarts_are_left_to_art():
     assert isinstance(make_attack(spec(restarts=1)), NativePGD)
     apgd = make_attack(spec(attack="apgd", library="art", restarts=5))
     assert isinstance(apgd, ArtAutoPGD)  # ART's nb_random_init drives them
-    assert {name for name, _ in REGISTRY} == {"fgsm", "pgd", "apgd", "square"}
+    assert {name for name, _ in REGISTRY} == {"fgsm", "pgd", "apgd", "square", "nes"}
 
 
 @pytest.mark.parametrize(
     ("changes", "parameter", "words"),
     [
         ({"attack": "square"}, "library", "use library 'art'"),
-        ({"attack": "spin"}, "attack", "choose one of apgd, fgsm, pgd, square"),
+        ({"attack": "spin"}, "attack", "choose one of apgd, fgsm, nes, pgd, square"),
         (
             {"attack": "apgd", "library": "art", "objective": "localization"},
             "objective",

@@ -955,10 +955,11 @@ class _NotFinite(nn.Module):
         return F.avg_pool2d(x[:, :1], 4)[:, 0] * float("nan")
 
 
-def test_a_gradient_free_detector_gets_the_black_box_attacks_only(tmp_path):
-    """It used to start the audit and crash in PGD; now the white-box runs are skipped with the
-    reason (in results.json, for the report), Square runs, and a suite of white-box attacks
-    only is refused in one sentence."""
+def test_a_gradient_free_detector_gets_black_box_attacks_in_place_of_white_box_ones(tmp_path):
+    """It used to start the audit and crash in PGD; then the white-box runs were skipped and a
+    suite of white-box attacks only was refused. Now each white-box run is replaced by NES at
+    the same budget (the reason in results.json, for the report), Square runs as it is, and the
+    quick suite audits such a detector too."""
     from pgaudit.attacks.suites import AttackSpec, Suite
 
     suite = Suite("mixed", "PGD and Square", [
@@ -967,13 +968,15 @@ def test_a_gradient_free_detector_gets_the_black_box_attacks_only(tmp_path):
     ])  # fmt: skip
     results = run_audit(_Thresholded(), ToySet(12), suite, out_dir=tmp_path / "a",
                         progress=False, bootstrap=0)  # fmt: skip
-    assert [a["attack"] for a in results["attacks"]] == ["square"]
+    assert [a["attack"] for a in results["attacks"]] == ["nes", "square"]
+    assert results["attacks"][0]["steps"] == 5 and results["attacks"][0]["eps"] == 8 / 255
     skipped = results["suite"]["skipped"]
     assert skipped and "no gradient" in skipped[0]["reason"] and "pgd" in skipped[0]["id"]
-    assert results["robust"]["attack_ids"] == [results["attacks"][0]["id"]]
-    with pytest.raises(PgauditError, match="suite quick holds white-box attacks only"):
-        run_audit(_Thresholded(), ToySet(12), "quick", out_dir=tmp_path / "b", progress=False)
-    assert not (tmp_path / "b").exists()
+    assert "NES" in skipped[0]["reason"] and "--surrogate" in skipped[0]["reason"]
+    assert results["robust"]["attack_ids"] == [a["id"] for a in results["attacks"]]
+    quick = run_audit(_Thresholded(), ToySet(12), "quick", out_dir=tmp_path / "b",
+                      progress=False, bootstrap=0)  # fmt: skip
+    assert {a["attack"] for a in quick["attacks"]} == {"nes"}
 
 
 def test_a_detector_with_nan_scores_is_refused_at_load(tmp_path, monkeypatch, run_cli):

@@ -247,6 +247,43 @@ class NativeAPGD(Attack):
             )  # fmt: skip
 
 
+@register
+class NativeNES(Attack):
+    """NES in plain torch (:func:`pgaudit.attacks.native.nes`): PGD's signed steps on a gradient
+    estimated from the objective's values alone, so it runs on detectors without gradients."""
+
+    name, library = "nes", "native"
+    needs_gradients = False
+    #: Probes per step (antithetic pairs: half as many directions), and their width / ε.
+    samples: ClassVar[int] = 20
+    sigma_over_eps: ClassVar[float] = 0.25
+
+    @staticmethod
+    def tile(side: int) -> int:
+        """The probes' tile side: 1/16 of the image side (14 px at 224, about a ViT patch)."""
+        return max(1, side // 16)
+
+    @classmethod
+    def default_step_size(cls, spec: AttackSpec) -> float | None:
+        return default_step_size(spec.eps, spec.steps)
+
+    def perturb(
+        self, attacker: Attacker, images: Tensor, target: BatchTarget, rng: np.random.RandomState
+    ) -> Tensor:
+        import torch
+
+        from pgaudit.attacks import native
+
+        spec = self.spec
+        with torch.no_grad():
+            return native.nes(
+                attacker.objective_fn(spec, target), images, eps=spec.eps, norm=spec.norm,
+                steps=spec.steps, step_size=self.step_size, samples=self.samples,
+                sigma=self.sigma_over_eps * spec.eps, random_init=spec.random_init, rng=rng,
+                tile=self.tile(int(images.shape[-1])),
+            )  # fmt: skip
+
+
 # -- ART ---------------------------------------------------------------------------------------
 
 

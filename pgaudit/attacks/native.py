@@ -1,4 +1,5 @@
-"""Projected gradient descent in plain torch: the fast path, and a cross-check of ART's PGD.
+"""Projected gradient descent in plain torch: the fast path, and a cross-check of ART's PGD; and
+NES, the same steps on a gradient estimated from objective values (:func:`nes`).
 
 Same semantics as ART's ``ProjectedGradientDescentPyTorch`` with ``num_random_init=1``: a uniform
 random start in the ε-ball, then per step ``x ← Π_ε(clip₀¹(x + α·dir(∇)))`` with ``dir`` the sign
@@ -103,3 +104,62 @@ def pgd(
             x = (x + alpha * _direction(grad, norm)).clamp(0, 1)
             x = x0 + project(x - x0, eps, norm)
     return x.detach()
+
+
+def _probe(shape: tuple[int, ...], tile: int, rng: np.random.RandomState) -> Tensor:
+    """A Gaussian direction of ``shape`` ``[B, C, H, W]``, constant on ``tile``-px tiles."""
+    n, c, h, w = shape
+    coarse = (n, c, -(-h // tile), -(-w // tile))
+    u = torch.from_numpy(rng.standard_normal(coarse).astype(np.float32))
+    if tile > 1:
+        u = u.repeat_interleave(tile, dim=2).repeat_interleave(tile, dim=3)[:, :, :h, :w]
+    return u
+
+
+def nes(
+    objective: ObjectiveFn,
+    images: Tensor,
+    *,
+    eps: float,
+    norm: str = "inf",
+    steps: int = 10,
+    step_size: float | None = None,
+    samples: int = 20,
+    sigma: float | None = None,
+    random_init: bool = True,
+    rng: np.random.RandomState | None = None,
+    tile: int = 1,
+) -> Tensor:
+    """NES (Ilyas et al. 2018): PGD within the ε-ball with the gradient estimated from values.
+
+    Per step, ``samples // 2`` Gaussian directions ``u`` are probed in antithetic pairs
+    ``x ± σu`` (``σ`` = ε/4 by default): ``ĝ = Σ (f(x+σu) − f(x−σu)) u``; then the PGD step on
+    ``ĝ``. No gradient is taken, so it runs on any detector that returns scores. The best iterate
+    per image is kept (one more query per step). Directions come from ``rng``; ``tile`` > 1 draws
+    them constant on ``tile`` × ``tile`` pixel tiles (the tiling prior of Ilyas et al. 2019:
+    fewer dimensions to estimate, a far better estimate per query).
+    """
+    if steps < 1 or samples < 2:
+        raise ValueError("steps must be >= 1 and samples >= 2")
+    alpha = default_step_size(eps, steps) if step_size is None else step_size
+    sigma = eps / 4 if sigma is None else sigma
+    rng = rng if rng is not None else np.random.RandomState()
+    x0 = images.detach()
+    x = x0.clone()
+    if random_init:
+        x = (x0 + random_start(tuple(x0.shape), eps, norm, rng).to(x0.device, x0.dtype)).clamp(0, 1)
+    best_x, best = x, objective(x)
+    shape = (-1, *([1] * (x0.ndim - 1)))
+    for _ in range(steps):
+        grad = torch.zeros_like(x)
+        for _ in range(samples // 2):
+            u = _probe(tuple(x0.shape), tile, rng).to(x0.device, x0.dtype)
+            diff = objective((x + sigma * u).clamp(0, 1)) - objective((x - sigma * u).clamp(0, 1))
+            grad += diff.view(shape).to(x0.dtype) * u
+        x = (x + alpha * _direction(grad, norm)).clamp(0, 1)
+        x = x0 + project(x - x0, eps, norm)
+        value = objective(x)
+        better = value > best
+        best_x = torch.where(better.view(shape), x, best_x)
+        best = torch.where(better, value, best)
+    return best_x.detach()

@@ -53,7 +53,7 @@ from pgaudit.attacks.sanity import (
     sanity_budget,
     sanity_positions,
 )
-from pgaudit.attacks.suites import AttackSpec, Suite, build_suite
+from pgaudit.attacks.suites import AttackSpec, Suite, build_suite, gradient_free_plan
 from pgaudit.attacks.testset import AuditSet, iterate_batches, prepare_test_set, shard_batches
 from pgaudit.checks import check_at_least, check_out_folder, check_seed
 from pgaudit.data.grid import mask_to_grid
@@ -201,6 +201,7 @@ class _Audit:
         self.bootstrap = bootstrap
         self.bar = bar
         self.surrogate = surrogate
+        self._transfer: tuple[Attacker, tuple[int, ...]] | None = None
         self.size = int(detector.image_size)
         self.rank, self.world = distributed.rank(), distributed.world_size()
         shards = shard_batches(len(test), batch_size, self.rank, self.world)
@@ -279,13 +280,16 @@ class _Audit:
             clean.threshold if clean.threshold is not None else float(np.median(clean.scores))
         )
         attack = make_attack(spec)
+        crafter, grid = (attacker, clean.grid) if not spec.transfer else self.transfer_attacker()
         task = self.bar.add_task(spec.id, total=len(self.own))
         start = time.perf_counter()
         for pos, images, labels, masks in self.batches():
-            grid_masks = mask_to_grid(masks, clean.grid) if self.test.has_masks else None
+            grid_masks = mask_to_grid(masks, grid) if self.test.has_masks else None
             target = BatchTarget(labels, grid_masks, threshold)
             batch_index = pos.start // self.batch_size  # the same seeds for any number of workers
-            adv, output = attacker.run(attack, images, target, batch_index=batch_index)
+            adv, output = crafter.run(attack, images, target, batch_index=batch_index)
+            if spec.transfer:  # crafted on the surrogate, judged by the detector
+                output = attacker.output(adv)
             rec.logits[pos] = output.logits.float().cpu().numpy()
             rec.scores[pos] = self.detector.scores(output).float().cpu().numpy()
             rec.measure(adv, images)
@@ -297,6 +301,34 @@ class _Audit:
         if self.world > 1:
             self._gather_record(rec)
         return rec
+
+    def transfer_attacker(self) -> tuple[Attacker, tuple[int, ...]]:
+        """The attacker that crafts transfer attacks on the surrogate, and the surrogate's grid
+        (its localization objective needs the masks on that grid)."""
+        if self._transfer is None:
+            surrogate = self.surrogate
+            assert surrogate is not None
+            if int(surrogate.image_size) != self.size:
+                raise ParameterError(
+                    f"surrogate: it expects {surrogate.image_size} px images, the detector "
+                    f"{self.size} px; pass a surrogate of the detector's input size.",
+                    "surrogate",
+                )
+            found = probe(surrogate, "the surrogate", self.device)
+            if not found["differentiable"]:
+                raise ParameterError(
+                    "surrogate: it gives no gradient w.r.t. its input either, so nothing can be "
+                    "crafted on it; pass a differentiable model (e.g. the one the file was "
+                    "exported from).",
+                    "surrogate",
+                )
+            side = self.size
+            crafter = Attacker(
+                surrogate, input_shape=(3, side, side), cells=int(np.prod(found["patch_grid"])),
+                device=self.device, seed=self.seed, precision=self.precision,
+            )  # fmt: skip
+            self._transfer = (crafter, tuple(found["patch_grid"]))
+        return self._transfer
 
     def _gather_record(self, rec: AttackRecord) -> None:
         """Collect the other workers' rows, budget use and gallery images into ``rec`` on rank 0."""
@@ -403,7 +435,9 @@ def run_audit(
     ``bootstrap``: resamples for the 95 % intervals of every metric (0: none), as the CLI.
     ``surrogate``: a smooth detector whose adversarial images are transferred to ``detector`` in
     the sanity checks of the standard and full suites (``transfer-not-stronger``; skipped
-    without one).
+    without one); for a detector without gradients (an ONNX/OpenVINO export) each white-box
+    attack also runs as a transfer attack crafted on it
+    (:func:`~pgaudit.attacks.suites.gradient_free_plan`).
     ``precision``: of the attacks' gradient passes (``fp32``, ``bf16``, ``fp16`` on CUDA, ``auto``:
     :mod:`pgaudit.precision`); every score is recomputed in fp32 on the final adversarial images.
     Inside a ``torch.distributed`` process group the test batches are shared among the workers;
@@ -436,8 +470,11 @@ def run_audit(
     durations = {"prepare": time.perf_counter() - t_start}
 
     attacked = as_detector(detector).to(device)  # a plain module or callable: wrapped
+    if surrogate is not None:
+        surrogate = as_detector(surrogate).to(device)
     with staged_folder(out_dir, active=main) as stage:  # out_dir changes only on success
-        with attack_mode(attacked), _progress(progress and main, console) as bar:
+        with attack_mode(attacked), attack_mode(surrogate), \
+                _progress(progress and main, console) as bar:  # fmt: skip
             audit = _Audit(
                 attacked, test, device=device, batch_size=batch_size, seed=seed,
                 bootstrap=bootstrap, bar=bar, surrogate=surrogate, precision=precision,
@@ -489,17 +526,12 @@ def _run(
         if s not in specs
     ]
     gradients = probe(audit.detector, "the detector", audit.device)["differentiable"]
-    if not gradients:  # black-box attacks only, and say so
-        white = [s for s in specs if make_attack(s).needs_gradients]
-        specs = [s for s in specs if s not in white]
-        skipped += [{"id": s.id, "reason": NO_GRADIENT} for s in white]
-        if not specs:
-            raise ParameterError(
-                f"{NO_GRADIENT} (a non-differentiable step in its forward?), and suite "
-                f"{suite.name} holds white-box attacks only: use suite full or auto (Square, "
-                "black-box), or make the forward differentiable.",
-                "suite", "suite",
-            )  # fmt: skip
+    if not gradients:  # black-box (NES, Square) and transfer attacks instead, and say so
+        specs, white = gradient_free_plan(specs, surrogate=audit.surrogate is not None)
+        instead = "NES (black-box)" + (
+            " and transfer from the surrogate" if audit.surrogate is not None else
+            "; pass --surrogate to add transfer attacks")  # fmt: skip
+        skipped += [{"id": s.id, "reason": f"{NO_GRADIENT}; run as {instead}"} for s in white]
     t0 = time.perf_counter()
     attacker = Attacker(
         audit.detector, input_shape=clean.input_shape, cells=int(np.prod(clean.grid)),

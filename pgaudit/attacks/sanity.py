@@ -177,8 +177,8 @@ def _runs(attacks: Sequence[AttackResult]) -> list[_Run]:
         value = _metric_value(e, e.objective) if e.objective in _PRIMARY else None
         if value is not None:
             runs.append(
-                _Run(e.id, e.attack, e.library, e.norm, float(e.eps), e.steps, e.restarts,
-                     e.objective, value, e.loss)
+                _Run(e.id, e.attack + ("-transfer" if e.transfer else ""), e.library, e.norm,
+                     float(e.eps), e.steps, e.restarts, e.objective, value, e.loss)
             )  # fmt: skip
     return runs
 

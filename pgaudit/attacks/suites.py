@@ -51,6 +51,16 @@ _NATIVE_NOTES = (
     " Native torch implementation with ART's semantics (same random start under the same seed; "
     "cross-checked against ART's PGD in the test suite)."
 )
+_NES_NOTES = (
+    "NES (Ilyas et al. 2018), black-box: signed steps on a gradient estimated from scores alone "
+    "(per step 10 antithetic pairs of Gaussian probes of width eps/4, constant on tiles of 1/16 "
+    "of the image side, 21 queries), best iterate kept; it stands in for the suite's white-box attack of the same budget, schedule and "
+    "objective on a detector without input gradients."
+)
+_TRANSFER_NOTES = (
+    " Transfer: crafted white-box on the surrogate (--surrogate), scored by the detector; weaker "
+    "than a white-box attack on the detector itself, so a lower bound on the risk."
+)
 _FGSM_LOC_NOTES = (
     "FGSM as ART's PGD with one step of size eps and no random start (ART's FGM renormalises "
     "multi-hot masks, which breaks on normal images)."
@@ -77,15 +87,18 @@ class AttackSpec:
     random_init: bool = True
     notes: str = ""
     loss: str = "margin"  # "smoothmax": the second loss (pgaudit.attacks.objectives.LOSSES)
+    #: Crafted on the surrogate detector and scored by the audited one (a transfer attack).
+    transfer: bool = False
 
     @property
     def id(self) -> str:
         """Stable id, e.g. ``pgd-linf-8_255-10-detection`` (``x5`` appended for 5 restarts;
-        ``-smoothmax`` for the second loss)."""
+        ``-smoothmax`` for the second loss, ``-transfer`` for a transfer run)."""
         norm = "linf" if self.norm == "inf" else f"l{self.norm}"
         sched = f"{self.steps}x{self.restarts}" if self.restarts > 1 else f"{self.steps}"
         loss = "" if self.loss == "margin" else f"-{self.loss}"
-        return f"{self.attack}-{norm}-{eps_slug(self.eps)}-{sched}-{self.objective}{loss}"
+        via = "-transfer" if self.transfer else ""
+        return f"{self.attack}-{norm}-{eps_slug(self.eps)}-{sched}-{self.objective}{loss}{via}"
 
     @property
     def eps_label(self) -> str:
@@ -109,7 +122,7 @@ class AttackSpec:
             "eps": self.eps, "eps_label": self.eps_label, "steps": self.steps,
             "step_size": self.effective_step_size, "restarts": self.restarts,
             "random_init": self.random_init, "objective": self.objective, "notes": self.notes,
-            "loss": self.loss,
+            "loss": self.loss, "transfer": self.transfer,
         }  # fmt: skip
 
     def result(self, **measured: Any) -> AttackResult:
@@ -224,6 +237,32 @@ DESCRIPTIONS = {
         "objective; per-example worst case; about 25 s per test image (tiny preset, 2 cores)"
     ),
 }
+
+
+def gradient_free_plan(
+    specs: list[AttackSpec], *, surrogate: bool
+) -> tuple[list[AttackSpec], list[AttackSpec]]:
+    """The attacks for a detector without input gradients (an ONNX/OpenVINO export, a
+    thresholded forward): each white-box spec is replaced by NES (black-box) at the same budget,
+    schedule, objective and loss, and, when a ``surrogate`` is given, also by itself crafted on
+    the surrogate (transfer); black-box specs stay. Returns ``(to run, replaced)``."""
+    from pgaudit.attacks.algorithms import make_attack
+
+    out: list[AttackSpec] = []
+    replaced: list[AttackSpec] = []
+    for spec in specs:
+        if not make_attack(spec).needs_gradients:
+            variants = [spec]
+        else:
+            replaced.append(spec)
+            step = spec.effective_step_size if spec.attack in ("pgd", "fgsm") else None
+            nes = replace(spec, attack="nes", library="native", restarts=1, step_size=step,
+                          notes=_NES_NOTES)  # fmt: skip
+            variants = [nes]
+            if surrogate:
+                variants.append(replace(spec, transfer=True, notes=spec.notes + _TRANSFER_NOTES))
+        out += [v for v in variants if all(v.id != o.id for o in out)]
+    return out, replaced
 
 
 def describe_suites() -> str:

@@ -10,6 +10,9 @@ Accepted, tried in this order:
 - a **torch.export program** (``torch.export.save``, ``.pt2``; recognised by content: a zip with
   ``archive_format`` and ``models/``), attacked white-box through the program's own graph; one
   exported for a fixed batch size is run in chunks of that size;
+- an **ONNX** file (``.onnx``, onnxruntime) or an **OpenVINO IR** (``.xml`` + ``.bin``): run as
+  they ship, without gradients, so audited by black-box and transfer attacks (see
+  :mod:`pgaudit.models.exported`; extras ``pgaudit[onnx]``, ``pgaudit[openvino]``);
 - a **Python factory** ``package.module:function`` imported from the working directory and
   ``PYTHONPATH``, called without arguments (or with ``image_size=`` when it takes one), returning an
   ``nn.Module`` (kind ``python``);
@@ -51,7 +54,7 @@ from pgaudit.models.detector import Detector
 ACCEPTED = (
     "a pgaudit checkpoint (pgaudit train/harden/fit-baseline), an official PatchGuard state_dict "
     "(feature_extractor.pretrained_model.* + discriminator.*), a TorchScript or torch.export "
-    "(.pt2) file, a Python "
+    "(.pt2) file, an ONNX (.onnx) or OpenVINO (.xml) export, a Python "
     "factory package.module:function, or a pickled nn.Module with --trust-pickle"
 )
 
@@ -266,6 +269,10 @@ def _load_file(
     feature_blocks: tuple[int, ...] | None,
     factory: str | None = None,
 ) -> LoadedDetector:
+    from pgaudit.models.exported import export_format
+
+    if export_format(path) is not None:
+        return _load_export(path, image_size, grid)
     digest = fingerprint(path)
     if is_torchscript(path):
         return _load_torchscript(path, digest, image_size, grid)
@@ -346,6 +353,19 @@ def _load_pgaudit(
         f"{path} is a pgaudit checkpoint of kind {kind!r}, unknown to this version "
         f"({payload.get('pgaudit_version')}); upgrade pgaudit."
     )
+
+
+def _load_export(
+    path: Path, image_size: int | None, grid: tuple[int, int] | None
+) -> LoadedDetector:
+    from pgaudit.models.exported import export_fingerprint, load_exported_file
+
+    digest = export_fingerprint(path)
+    runtime = load_exported_file(path)
+    kind = runtime.format
+    label = f"{'ONNX' if kind == 'onnx' else 'OpenVINO'} model {path}"
+    return _adapt(runtime, kind, f"{label.split(' model')[0]} ({path.name})", digest, label,
+                  image_size, grid)  # fmt: skip
 
 
 def _load_torchscript(

@@ -102,6 +102,11 @@ def start_from_loaded(
     A PatchGuard keeps its own preset; a Python detector gets ``preset``'s recipe (``tiny`` by
     default). Other kinds, and detectors without trainable weights, are refused.
     """
+    if loaded.kind in ("onnx", "openvino"):
+        raise PgauditError(
+            f"MODEL {spec!r} is an exported {loaded.kind} file: it has no gradients to train; "
+            "harden the model it was exported from, then export it again."
+        )
     if not (isinstance(loaded.detector, PatchGuard) or loaded.kind == "python"):
         raise PgauditError(
             f"MODEL {spec!r} is a {loaded.kind} model: `harden` trains PatchGuard models "

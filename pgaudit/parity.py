@@ -1,0 +1,181 @@
+"""Export parity: does the file that ships score like the model it came from, clean and attacked?
+
+:func:`export_parity` runs the source detector and its export on the same test images and
+measures
+
+* **clean agreement** of the image score and of the pixel map: max and median ``|Δ|`` relative to
+  the source's range over the test set (score: max − min of its image scores; map: of its pixel
+  maps), Spearman rank correlation of the image scores, and both models' image / pixel AUROC;
+* **robustness agreement**: PGD (native, L∞, detection objective) crafted white-box on the
+  source, the same adversarial images scored by both: the source's robust image AUROC against
+  the export's under transfer of those images.
+
+``pgaudit parity SOURCE EXPORTED DATA`` prints it, writes ``parity.json`` (schema
+``pgaudit.parity/1``) and exits 1 when the worst clean gap exceeds ``--max-gap``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+
+from pgaudit import metrics
+from pgaudit.attacks.execute import Attacker, BatchTarget
+from pgaudit.attacks.suites import AttackSpec
+from pgaudit.attacks.testset import iterate_batches, prepare_test_set
+from pgaudit.checks import check_at_least
+from pgaudit.errors import ParameterError
+from pgaudit.models.adapters import as_detector
+from pgaudit.models.detector import Detector, attack_mode
+
+SCHEMA = "pgaudit.parity/1"
+#: The default tolerance of the worst clean gap (relative to the source's range), f32 exports.
+DEFAULT_MAX_GAP = 1e-3
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """One output (image score or pixel map) of both models: gaps relative to the source's range
+    over the test set, and each model's AUROC on it (None without ground truth)."""
+
+    max_gap: float
+    median_gap: float
+    source_auroc: float | None
+    exported_auroc: float | None
+    rank_correlation: float | None = None
+
+    @property
+    def auroc_gap(self) -> float | None:
+        if self.source_auroc is None or self.exported_auroc is None:
+            return None
+        return self.exported_auroc - self.source_auroc
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    """What :func:`export_parity` measured (``robust_*``: under the source's PGD images)."""
+
+    images: int
+    score: Agreement
+    pixel_map: Agreement | None
+    attack: str
+    robust_source_auroc: float | None
+    robust_exported_auroc: float | None
+
+    @property
+    def worst_gap(self) -> float:
+        """The largest clean max-gap, score or map (what ``--max-gap`` bounds)."""
+        gaps = [self.score.max_gap] + ([self.pixel_map.max_gap] if self.pixel_map else [])
+        return max(gaps)
+
+    @property
+    def robust_gap(self) -> float | None:
+        if self.robust_source_auroc is None or self.robust_exported_auroc is None:
+            return None
+        return self.robust_exported_auroc - self.robust_source_auroc
+
+    def to_json(self, **extra: Any) -> dict[str, Any]:
+        """``parity.json``: schema, the measurements, ``worst_gap``, ``robust_gap``, ``extra``."""
+
+        def clean(value: Any) -> Any:
+            if isinstance(value, dict):
+                return {k: clean(v) for k, v in value.items()}
+            return None if isinstance(value, float) and not math.isfinite(value) else value
+
+        body = asdict(self)
+        for name in ("score", "pixel_map"):
+            if body[name] is not None:
+                body[name]["auroc_gap"] = getattr(self, name).auroc_gap
+        return clean({"schema": SCHEMA, **extra, **body, "worst_gap": self.worst_gap,
+                      "robust_gap": self.robust_gap})  # fmt: skip
+
+
+def _relative_gaps(source: np.ndarray, exported: np.ndarray) -> tuple[float, float]:
+    span = float(source.max() - source.min()) or 1.0
+    gap = np.abs(exported.astype(np.float64) - source.astype(np.float64)).ravel() / span
+    return float(gap.max()), float(np.median(gap))
+
+
+def _auroc(fn: Any, *args: Any) -> float | None:
+    try:
+        return float(fn(*args))
+    except metrics.UndefinedMetricError:
+        return None
+
+
+def export_parity(
+    source: Detector,
+    exported: Detector,
+    category_or_dataset: Any,
+    *,
+    eps: float = 8 / 255,
+    steps: int = 10,
+    batch_size: int = 16,
+    device: str | torch.device = "cpu",
+    max_images: int | None = None,
+    seed: int = 0,
+) -> ParityReport:
+    """Clean and robustness agreement of ``exported`` with ``source`` (see the module doc)."""
+    source, exported = as_detector(source), as_detector(exported)
+    if int(source.image_size) != int(exported.image_size):
+        raise ParameterError(
+            f"the source takes {source.image_size} px images, the export {exported.image_size} "
+            "px: compare an export with the model it was exported from.",
+            "exported",
+        )
+    check_at_least("steps", steps)
+    check_at_least("batch_size", batch_size)
+    device = torch.device(device)
+    size = int(source.image_size)
+    test = prepare_test_set(category_or_dataset, size, max_images, seed)
+    spec = AttackSpec("pgd", "native", "inf", eps, steps, "detection")
+    n = len(test)
+    out = {key: np.empty(n, np.float32) for key in ("src", "exp", "src_adv", "exp_adv")}
+    maps_src = np.empty((n, size, size), np.float32)
+    maps_exp = np.empty_like(maps_src)
+    masks = np.zeros((n, size, size), np.uint8)
+    with attack_mode(source.to(device)), attack_mode(exported.to(device)):
+        attacker = Attacker(source, input_shape=(3, size, size), device=device, seed=seed)
+        judge = Attacker(exported, device=device, seed=seed)
+        batches = list(iterate_batches(test, batch_size, device))
+        for pos, images, _, batch_masks in batches:
+            s_out, e_out = attacker.output(images), judge.output(images)
+            out["src"][pos] = source.scores(s_out).float().cpu().numpy()
+            out["exp"][pos] = exported.scores(e_out).float().cpu().numpy()
+            with torch.no_grad():
+                maps_src[pos] = source.anomaly_map(s_out.logits, size).float().cpu().numpy()
+                maps_exp[pos] = exported.anomaly_map(e_out.logits, size).float().cpu().numpy()
+            masks[pos] = (batch_masks >= 0.5).cpu().numpy()
+        labels = test.labels
+        try:
+            threshold = metrics.threshold_at_tpr(labels, out["src"])
+        except metrics.UndefinedMetricError:
+            threshold = float(np.median(out["src"]))
+        for i, (pos, images, batch_labels, _) in enumerate(batches):
+            adv, s_adv = attacker.run(spec, images, BatchTarget(batch_labels, None, threshold), i)
+            out["src_adv"][pos] = source.scores(s_adv).float().cpu().numpy()
+            out["exp_adv"][pos] = exported.scores(judge.output(adv)).float().cpu().numpy()
+    rho = spearmanr(out["src"], out["exp"]).statistic if n > 2 else float("nan")
+    score = Agreement(
+        *_relative_gaps(out["src"], out["exp"]),
+        _auroc(metrics.image_auroc, labels, out["src"]),
+        _auroc(metrics.image_auroc, labels, out["exp"]),
+        rank_correlation=float(rho),
+    )
+    pixel = None
+    if masks[labels == 1].any():
+        pixel = Agreement(
+            *_relative_gaps(maps_src, maps_exp),
+            _auroc(metrics.pixel_auroc, masks, maps_src),
+            _auroc(metrics.pixel_auroc, masks, maps_exp),
+        )
+    return ParityReport(
+        n, score, pixel, spec.id,
+        _auroc(metrics.image_auroc, labels, out["src_adv"]),
+        _auroc(metrics.image_auroc, labels, out["exp_adv"]),
+    )  # fmt: skip
