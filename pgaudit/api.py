@@ -231,14 +231,18 @@ def export_parity_of(
     """Load ``source`` (the model a file was exported from) and ``exported`` as
     :func:`load_detector` does and measure their parity on ``data``'s test images
     (:func:`pgaudit.parity.export_parity`; ``options``: ``eps``, ``steps``, ``batch_size``,
-    ``max_images``, ``seed``). Returns a :class:`~pgaudit.parity.ParityReport`."""
+    ``max_images``, ``seed``). An anomalib source is compared with its post-processor on, as
+    anomalib's exporter writes it. Returns a :class:`~pgaudit.parity.ParityReport`."""
     from pgaudit.parity import export_parity
 
     device = str(resolve_device(device))
     load = dict(device=device, trust_pickle=trust_pickle, image_size=image_size)
     first = load_detector(source, factory=factory, **load)
     second = load_detector(exported, **load)
-    return export_parity(first.detector, second.detector, _category(data, category),
+    reference = first.detector
+    if hasattr(reference, "as_shipped"):  # anomalib exports include its post-processor
+        reference = reference.as_shipped()
+    return export_parity(reference, second.detector, _category(data, category),
                          device=device, **options)  # fmt: skip
 
 

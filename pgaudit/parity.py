@@ -5,7 +5,9 @@ measures
 
 * **clean agreement** of the image score and of the pixel map: max and median ``|Δ|`` relative to
   the source's range over the test set (score: max − min of its image scores; map: of its pixel
-  maps), Spearman rank correlation of the image scores, and both models' image / pixel AUROC;
+  maps), Spearman rank correlation of the image scores, and both models' image / pixel AUROC
+  (when both give logits of one shape, the source's map rule makes both pixel maps: the export
+  is to reproduce the source's output);
 * **robustness agreement**: PGD (native, L∞, detection objective) crafted white-box on the
   source, the same adversarial images scored by both: the source's robust image AUROC against
   the export's under transfer of those images.
@@ -149,7 +151,10 @@ def export_parity(
             out["exp"][pos] = exported.scores(e_out).float().cpu().numpy()
             with torch.no_grad():
                 maps_src[pos] = source.anomaly_map(s_out.logits, size).float().cpu().numpy()
-                maps_exp[pos] = exported.anomaly_map(e_out.logits, size).float().cpu().numpy()
+                # the same logits shape: the source's map rule for both (it is the source's
+                # output the export reproduces); else each model's own rule
+                rule = source if e_out.logits.shape == s_out.logits.shape else exported
+                maps_exp[pos] = rule.anomaly_map(e_out.logits, size).float().cpu().numpy()
             masks[pos] = (batch_masks >= 0.5).cpu().numpy()
         labels = test.labels
         try:

@@ -92,6 +92,36 @@ def _unsafe_globals(exc: Exception) -> str:
     return ", ".join(dict.fromkeys(names))
 
 
+#: Packages whose Enum classes a checkpoint may name and the safe loader may rebuild (an Enum
+#: member is rebuilt from its value: no code from the file runs).
+ENUM_PACKAGES = ("anomalib",)
+
+
+def _library_enums(path: Path) -> list[type]:
+    """The Enum classes of :data:`ENUM_PACKAGES` that the file names, when it names nothing
+    else the safe loader refuses (else [])."""
+    import enum
+    import importlib
+
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:
+        return []
+    found = []
+    for name in names:
+        module, _, attr = name.rpartition(".")
+        if not module or module.split(".")[0] not in ENUM_PACKAGES:
+            return []
+        try:
+            obj = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError):
+            return []
+        if not (isinstance(obj, type) and issubclass(obj, enum.Enum)):
+            return []
+        found.append(obj)
+    return found
+
+
 def read_torch_file(path: str | Path, *, trust_pickle: bool = False) -> Any:
     """``torch.load(weights_only=True)`` with one-sentence errors for missing/corrupt/unsafe files.
 
@@ -110,6 +140,10 @@ def read_torch_file(path: str | Path, *, trust_pickle: bool = False) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         wanted = _unsafe_globals(exc)
+        enums = _library_enums(path)
+        if enums:  # e.g. anomalib's PrecisionType in a Lightning checkpoint: plain values
+            with torch.serialization.safe_globals(enums):
+                return torch.load(path, map_location="cpu", weights_only=True)
         if not wanted and not trust_pickle:  # damaged data, or pickle features beyond tensors
             raise ParameterError(
                 f"{path} is not a readable PyTorch file for the safe loader: it is damaged "

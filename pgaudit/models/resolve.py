@@ -10,6 +10,9 @@ Accepted, tried in this order:
 - a **torch.export program** (``torch.export.save``, ``.pt2``; recognised by content: a zip with
   ``archive_format`` and ``models/``), attacked white-box through the program's own graph; one
   exported for a fixed batch size is run in chunks of that size;
+- an **anomalib checkpoint** (anomalib 2.x ``Engine``/Lightning ``.ckpt``; families PaDiM and
+  PatchCore, attacked white-box through a differentiable forward, see
+  :mod:`pgaudit.models.anomalib_models`; extra ``pgaudit[anomalib]``);
 - an **ONNX** file (``.onnx``, onnxruntime) or an **OpenVINO IR** (``.xml`` + ``.bin``): run as
   they ship, without gradients, so audited by black-box and transfer attacks (see
   :mod:`pgaudit.models.exported`; extras ``pgaudit[onnx]``, ``pgaudit[openvino]``);
@@ -54,7 +57,8 @@ from pgaudit.models.detector import Detector
 ACCEPTED = (
     "a pgaudit checkpoint (pgaudit train/harden/fit-baseline), an official PatchGuard state_dict "
     "(feature_extractor.pretrained_model.* + discriminator.*), a TorchScript or torch.export "
-    "(.pt2) file, an ONNX (.onnx) or OpenVINO (.xml) export, a Python "
+    "(.pt2) file, an anomalib checkpoint (.ckpt), an ONNX (.onnx) or OpenVINO (.xml) export, "
+    "a Python "
     "factory package.module:function, or a pickled nn.Module with --trust-pickle"
 )
 
@@ -279,6 +283,10 @@ def _load_file(
     if is_exported_program(path):
         return _load_exported(path, digest, trust_pickle, image_size, grid)
     payload = read_torch_file(path, trust_pickle=trust_pickle)
+    from pgaudit.models.anomalib_models import is_anomalib_checkpoint, is_anomalib_torch_export
+
+    if is_anomalib_checkpoint(payload) or is_anomalib_torch_export(payload):
+        return _load_anomalib(payload, path, digest, image_size)
     if is_pgaudit_checkpoint(payload):
         return _load_pgaudit(payload, path, digest, factory, trust_pickle)
     if isinstance(payload, nn.Module):
@@ -353,6 +361,25 @@ def _load_pgaudit(
         f"{path} is a pgaudit checkpoint of kind {kind!r}, unknown to this version "
         f"({payload.get('pgaudit_version')}); upgrade pgaudit."
     )
+
+
+def _load_anomalib(
+    payload: Mapping[str, Any], path: Path, digest: str, image_size: int | None
+) -> LoadedDetector:
+    from pgaudit.models.anomalib_models import (
+        FAMILIES,
+        from_torch_export,
+        is_anomalib_torch_export,
+        load_anomalib,
+    )
+
+    if is_anomalib_torch_export(payload):  # unpickled already: the user passed trust_pickle
+        model = from_torch_export(payload, path, image_size)
+    else:
+        model = load_anomalib(payload, path, image_size)
+    kind = f"anomalib-{model.family}"
+    display = f"anomalib {FAMILIES[model.family][0]} ({path.name})"
+    return LoadedDetector(model, kind, display, digest, model.card().info, False)
 
 
 def _load_export(

@@ -107,6 +107,12 @@ def start_from_loaded(
             f"MODEL {spec!r} is an exported {loaded.kind} file: it has no gradients to train; "
             "harden the model it was exported from, then export it again."
         )
+    if loaded.kind.startswith("anomalib-"):
+        raise PgauditError(
+            f"MODEL {spec!r} is an anomalib {loaded.kind.split('-', 1)[1]} model: a memory bank "
+            "fitted to the normal images, not trained by gradient descent, so adversarial "
+            "training does not apply; audit it, or harden a PatchGuard on the same data."
+        )
     if not (isinstance(loaded.detector, PatchGuard) or loaded.kind == "python"):
         raise PgauditError(
             f"MODEL {spec!r} is a {loaded.kind} model: `harden` trains PatchGuard models "
