@@ -147,14 +147,16 @@ def test_btad_reader(tmp_path):
     assert cat.has_masks
 
 
-def _visa(root: Path, rows: list[str]) -> None:
+def _visa(root: Path, rows: list[str], bom: bool = False) -> None:
     (root / "split_csv").mkdir(parents=True)
     (root / "split_csv" / "1cls.csv").write_text(
-        "object,split,label,image,mask\n" + "\n".join(rows)
+        "object,split,label,image,mask\n" + "\n".join(rows),
+        encoding="utf-8-sig" if bom else "utf-8",
     )
 
 
-def test_visa_reader_uses_the_split_csv(tmp_path):
+@pytest.mark.parametrize("bom", [False, True], ids=["plain", "excel-bom"])
+def test_visa_reader_uses_the_split_csv(tmp_path, bom):
     root = tmp_path / "VisA"
     rows = []
     for obj in ("candle", "pcb1"):
@@ -168,7 +170,7 @@ def test_visa_reader_uses_the_split_csv(tmp_path):
         rows.append(
             f"{obj},test,anomaly,{obj}/Data/Images/Anomaly/000.JPG,{obj}/Data/Masks/Anomaly/000.png"
         )
-    _visa(root, rows)
+    _visa(root, rows, bom=bom)  # a split file saved by Excel starts with a byte-order mark
     assert detect_layout(root) == "visa"
     assert [c.name for c in open_categories(root)] == ["candle", "pcb1"]
     cat = open_category(root, "pcb1")

@@ -176,7 +176,9 @@ def read_folder(root: Path) -> Category:
 def _visa_rows(root: Path) -> list[dict[str, str]]:
     csv_path = root / VISA_CSV
     try:
-        with csv_path.open(newline="", encoding="utf-8") as fh:
+        # utf-8-sig: a file saved by Excel starts with a byte-order mark, which would otherwise
+        # become part of the first column's name ("\ufeffobject")
+        with csv_path.open(newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
             columns = [c.strip() for c in (reader.fieldnames or [])]
             rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
