@@ -271,7 +271,7 @@ def _write_report(audit_dir: Path) -> None:
 def gate(
     results: o.GateResults, min_robust_auroc: o.MinRobust = None, metric: o.GateMetric = None,
     min_clean_auroc: o.MinClean = None, junit: o.Junit = None, use_lower_bound: o.LowerBound = None,
-    baseline: o.Baseline = None, max_drop: o.MaxDrop = None,
+    baseline: o.Baseline = None, max_drop: o.MaxDrop = None, max_parity_gap: o.MaxParity = None,
     significant_only: o.SignificantOnly = None, summary_md: o.SummaryMd = None,
 ) -> None:  # fmt: skip
     """CI gate: exit 0 pass, 1 fail (one line per failed criterion), 2 unusable input.
@@ -286,7 +286,7 @@ def gate(
     criteria = GateCriteria.resolve(
         load_project_config(), metric=metric, min_robust_auroc=min_robust_auroc,
         min_clean_auroc=min_clean_auroc, use_lower_bound=use_lower_bound, max_drop=max_drop,
-        significant_only=significant_only,
+        significant_only=significant_only, max_parity_gap=max_parity_gap,
     )  # fmt: skip
     outcome = check_gate(results, criteria, baseline=baseline)
     if junit is not None:

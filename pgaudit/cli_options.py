@@ -190,6 +190,9 @@ Baseline = Annotated[Path | None, typer.Option("--baseline", metavar="AUDIT", he
     "An earlier audit (folder or results.json) of the same data and suite to compare with."))]
 MaxDrop = Annotated[float | None, typer.Option("--max-drop", help=(
     "With --baseline: fail when the robust metric fell more than this below the baseline's."))]
+MaxParity = Annotated[float | None, typer.Option("--max-parity-gap", help=(
+    "Fail when an export audited with --surrogate scores its clean images further from the "
+    "surrogate than this (relative to the surrogate's range), e.g. 1e-3."))]  # fmt: skip
 SignificantOnly = Annotated[bool | None, typer.Option("--significant-only/--any-drop", help=(
     "With --max-drop: fail only when a paired bootstrap over the test images confirms the drop "
     "(image_auroc)."))]

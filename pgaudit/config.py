@@ -17,6 +17,7 @@ given on the command line always win (:func:`config_value`). Documented keys::
     use_lower_bound = false      # compare the lower bound of the bootstrap CI
     max_drop = 0.02              # with `gate --baseline`: the largest robust drop allowed
     significant_only = false     # ... and only a drop a paired bootstrap confirms fails
+    max_parity_gap = 0.001       # an export audited with --surrogate: its largest clean gap
 
     [mlflow]                     # experiment tracking (pgaudit.tracking; pip install 'pgaudit[mlflow]')
     enabled = true               # log train / harden / attack runs without --mlflow
@@ -46,6 +47,7 @@ STRING_KEYS = ("model", "data", "category", "suite", "out")
 GATE_METRICS = ("image_auroc", "pixel_auroc", "aupro")
 GATE_KEYS = (
     "min_robust_auroc", "metric", "min_clean_auroc", "use_lower_bound", "max_drop",
+    "max_parity_gap",
     "significant_only",
 )  # fmt: skip
 
@@ -117,7 +119,7 @@ def _check(config: dict[str, Any], path: Path, prefix: str) -> None:
         raise PgauditError(
             f"{table} has unknown key(s) {', '.join(unknown)}: the keys are {', '.join(GATE_KEYS)}."
         )
-    for key in ("min_robust_auroc", "min_clean_auroc", "max_drop"):
+    for key in ("min_robust_auroc", "min_clean_auroc", "max_drop", "max_parity_gap"):
         if key in gate:
             value = gate[key]
             if (

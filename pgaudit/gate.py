@@ -3,7 +3,8 @@
 Criteria: the robust (worst case over the attacks at the headline ε) and/or the clean value of one
 metric (``image_auroc``, ``pixel_auroc`` or ``aupro``) must be at least a threshold; with
 ``use_lower_bound`` the lower end of the bootstrap 95 % CI is compared instead of the point value.
-With a baseline audit, ``max_drop`` bounds how far the robust value may fall below the
+``max_parity_gap`` bounds an exported file's worst clean gap to the model it came from (the
+``parity`` section of an audit with ``--surrogate``). With a baseline audit, ``max_drop`` bounds how far the robust value may fall below the
 baseline's (:mod:`pgaudit.regression`; ``significant_only``: only a drop a paired bootstrap
 confirms fails).
 Thresholds come from the command line, else ``[gate]`` in pgaudit.toml (see :mod:`pgaudit.config`).
@@ -43,6 +44,7 @@ class GateCriteria:
     use_lower_bound: bool = False
     max_drop: float | None = None  # against a baseline audit: the largest robust drop allowed
     significant_only: bool = False  # ... and only a drop the paired bootstrap confirms fails
+    max_parity_gap: float | None = None  # an export's largest clean gap to its source
 
     def __post_init__(self) -> None:
         check_max_drop(self.max_drop)
@@ -54,6 +56,7 @@ class GateCriteria:
         for name, value in (
             ("min_robust_auroc", self.min_robust_auroc),
             ("min_clean_auroc", self.min_clean_auroc),
+            ("max_parity_gap", self.max_parity_gap),
         ):
             if value is not None and not (math.isfinite(value) and 0.0 <= value <= 1.0):
                 raise ParameterError(f"{name} {value}: a threshold must lie between 0 and 1.", name)
@@ -69,6 +72,7 @@ class GateCriteria:
         use_lower_bound: bool | None = None,
         max_drop: float | None = None,
         significant_only: bool | None = None,
+        max_parity_gap: float | None = None,
     ) -> GateCriteria:
         """Criteria from command-line values (None: not given) over the project config."""
         config = dict(config or {})
@@ -79,6 +83,7 @@ class GateCriteria:
             use_lower_bound=config_value(config, "gate.use_lower_bound", use_lower_bound, False),
             max_drop=config_value(config, "gate.max_drop", max_drop),
             significant_only=config_value(config, "gate.significant_only", significant_only, False),
+            max_parity_gap=config_value(config, "gate.max_parity_gap", max_parity_gap),
         )
 
     @classmethod
@@ -240,7 +245,9 @@ def evaluate_gate(
             "significant_only applies to max_drop: give a baseline and max_drop.",
             "significant_only", "max_drop",
         )  # fmt: skip
-    if (criteria.min_robust_auroc, criteria.min_clean_auroc, criteria.max_drop) == (None,) * 3:
+    wanted = (criteria.min_robust_auroc, criteria.min_clean_auroc, criteria.max_drop,
+              criteria.max_parity_gap)  # fmt: skip
+    if wanted == (None,) * 4:
         raise ParameterError(NO_CRITERION, "min_robust_auroc")
     checks = []
     if criteria.min_robust_auroc is not None:
@@ -253,7 +260,27 @@ def evaluate_gate(
             max_drop=criteria.max_drop, significant_only=criteria.significant_only,
         )  # fmt: skip
         checks.append(_drop_criterion(drop, baseline))
+    if criteria.max_parity_gap is not None:
+        checks.append(_parity_criterion(results, criteria.max_parity_gap, source))
     return GateOutcome(checks)
+
+
+def _parity_criterion(results: AuditResults, max_gap: float, source: str) -> CriterionResult:
+    """The export's worst clean gap to its source (results.json ``parity``) against ``max_gap``."""
+    if results.parity is None or not isinstance(results.parity.get("worst_gap"), int | float):
+        raise ParameterError(
+            f"max_parity_gap: {source} has no parity section; audit the exported file with "
+            "--surrogate (the model it was exported from).",
+            "max_parity_gap",
+        )
+    gap = float(results.parity["worst_gap"])
+    passed = gap <= max_gap
+    verdict = f"{'PASS' if passed else 'FAIL'} parity worst gap {gap:.2e} {'<=' if passed else '>'}"
+    context = f"clean score/map vs {results.parity.get('source', 'the surrogate')}, of its range"
+    return CriterionResult(
+        name="parity worst gap", scope="parity", metric="worst_gap", passed=passed, value=gap,
+        threshold=float(max_gap), message=f"{verdict} {max_gap:.2e} ({context})", op="<=",
+    )  # fmt: skip
 
 
 def _summary_criterion(
@@ -308,6 +335,11 @@ def evaluate_summary_gate(
     if (criteria.max_drop is None) != (baseline is None):
         raise ParameterError(
             "max_drop and baseline go together: give both or neither.", "max_drop", "baseline"
+        )
+    if criteria.max_parity_gap is not None:
+        raise ParameterError(
+            "max_parity_gap applies to one export's audit, not a dataset summary: drop it.",
+            "max_parity_gap",
         )
     if (criteria.min_robust_auroc, criteria.min_clean_auroc, criteria.max_drop) == (None,) * 3:
         raise ParameterError(NO_CRITERION, "min_robust_auroc")

@@ -18,15 +18,14 @@ measures
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from scipy.stats import spearmanr
 
 from pgaudit import metrics
+from pgaudit.agreement import DEFAULT_MAX_GAP, Agreement, map_agreement, score_agreement
 from pgaudit.attacks.execute import Attacker, BatchTarget
 from pgaudit.attacks.suites import AttackSpec
 from pgaudit.attacks.testset import iterate_batches, prepare_test_set
@@ -36,26 +35,6 @@ from pgaudit.models.adapters import as_detector
 from pgaudit.models.detector import Detector, attack_mode
 
 SCHEMA = "pgaudit.parity/1"
-#: The default tolerance of the worst clean gap (relative to the source's range), f32 exports.
-DEFAULT_MAX_GAP = 1e-3
-
-
-@dataclass(frozen=True)
-class Agreement:
-    """One output (image score or pixel map) of both models: gaps relative to the source's range
-    over the test set, and each model's AUROC on it (None without ground truth)."""
-
-    max_gap: float
-    median_gap: float
-    source_auroc: float | None
-    exported_auroc: float | None
-    rank_correlation: float | None = None
-
-    @property
-    def auroc_gap(self) -> float | None:
-        if self.source_auroc is None or self.exported_auroc is None:
-            return None
-        return self.exported_auroc - self.source_auroc
 
 
 @dataclass(frozen=True)
@@ -83,29 +62,21 @@ class ParityReport:
 
     def to_json(self, **extra: Any) -> dict[str, Any]:
         """``parity.json``: schema, the measurements, ``worst_gap``, ``robust_gap``, ``extra``."""
-
-        def clean(value: Any) -> Any:
-            if isinstance(value, dict):
-                return {k: clean(v) for k, v in value.items()}
-            return None if isinstance(value, float) and not math.isfinite(value) else value
-
-        body = asdict(self)
-        for name in ("score", "pixel_map"):
-            if body[name] is not None:
-                body[name]["auroc_gap"] = getattr(self, name).auroc_gap
-        return clean({"schema": SCHEMA, **extra, **body, "worst_gap": self.worst_gap,
-                      "robust_gap": self.robust_gap})  # fmt: skip
+        return {
+            "schema": SCHEMA, **extra, "images": self.images, "score": self.score.to_json(),
+            "pixel_map": None if self.pixel_map is None else self.pixel_map.to_json(),
+            "attack": self.attack, "robust_source_auroc": self.robust_source_auroc,
+            "robust_exported_auroc": self.robust_exported_auroc, "worst_gap": self.worst_gap,
+            "robust_gap": self.robust_gap,
+        }  # fmt: skip
 
 
-def _relative_gaps(source: np.ndarray, exported: np.ndarray) -> tuple[float, float]:
-    span = float(source.max() - source.min()) or 1.0
-    gap = np.abs(exported.astype(np.float64) - source.astype(np.float64)).ravel() / span
-    return float(gap.max()), float(np.median(gap))
+__all__ = ["DEFAULT_MAX_GAP", "ParityReport", "export_parity"]
 
 
-def _auroc(fn: Any, *args: Any) -> float | None:
+def _auroc(labels: np.ndarray, scores: np.ndarray) -> float | None:
     try:
-        return float(fn(*args))
+        return float(metrics.image_auroc(labels, scores))
     except metrics.UndefinedMetricError:
         return None
 
@@ -165,22 +136,10 @@ def export_parity(
             adv, s_adv = attacker.run(spec, images, BatchTarget(batch_labels, None, threshold), i)
             out["src_adv"][pos] = source.scores(s_adv).float().cpu().numpy()
             out["exp_adv"][pos] = exported.scores(judge.output(adv)).float().cpu().numpy()
-    rho = spearmanr(out["src"], out["exp"]).statistic if n > 2 else float("nan")
-    score = Agreement(
-        *_relative_gaps(out["src"], out["exp"]),
-        _auroc(metrics.image_auroc, labels, out["src"]),
-        _auroc(metrics.image_auroc, labels, out["exp"]),
-        rank_correlation=float(rho),
-    )
-    pixel = None
-    if masks[labels == 1].any():
-        pixel = Agreement(
-            *_relative_gaps(maps_src, maps_exp),
-            _auroc(metrics.pixel_auroc, masks, maps_src),
-            _auroc(metrics.pixel_auroc, masks, maps_exp),
-        )
+    score = score_agreement(labels, out["src"], out["exp"])
+    pixel = map_agreement(masks, maps_src, maps_exp) if masks[labels == 1].any() else None
     return ParityReport(
         n, score, pixel, spec.id,
-        _auroc(metrics.image_auroc, labels, out["src_adv"]),
-        _auroc(metrics.image_auroc, labels, out["exp_adv"]),
+        _auroc(labels, out["src_adv"]),
+        _auroc(labels, out["exp_adv"]),
     )  # fmt: skip

@@ -42,6 +42,12 @@ why, e.g. "only one class among the test images")::
                  "workers": 1, "bootstrap": 200, "started": "…", "seconds": 12.3,
                  "durations": {…}, "command": "pgaudit attack …"},
       "gate":   {"min_robust_auroc": 0.8, …}   (optional: a [gate] table, evaluated afresh)
+      "parity": {"source": "…", "images": 40, "score": {"max_gap": …, "median_gap": …,
+                 "source_auroc": …, "exported_auroc": …, "auroc_gap": …, "rank_correlation": …},
+                 "pixel_map": {…} | null, "worst_gap": …,
+                 "robust": [{"attack": "…-transfer", "source_image_auroc": …,
+                             "exported_image_auroc": …, "gap": …}, …]}
+                (optional: an exported file audited with --surrogate)
     }
 
 Metric names: ``image_auroc``, ``pixel_auroc``, ``aupro``, ``image_f1_max``, ``pixel_f1_max``.
@@ -435,6 +441,9 @@ class AuditResults:
     adaptive: Mapping[str, Any] | None = None
     gallery: tuple[Mapping[str, Any], ...] = ()
     gate: Mapping[str, Any] | None = None
+    #: An export audited with the model it came from (``--surrogate``): clean and robust
+    #: agreement (see :meth:`pgaudit.attacks.runner._Audit.parity_section`).
+    parity: Mapping[str, Any] | None = None
     schema: str = SCHEMA
 
     def attack(self, attack_id: str) -> AttackResult:
@@ -453,6 +462,7 @@ class AuditResults:
             robust=self.robust.to_json(), sanity=[s.to_json() for s in self.sanity],
         )  # fmt: skip
         _put(out, "adaptive", None if self.adaptive is None else dict(self.adaptive))
+        _put(out, "parity", None if self.parity is None else dict(self.parity))
         out.update(gallery=[dict(g) for g in self.gallery], meta=dict(self.meta))
         _put(out, "gate", None if self.gate is None else dict(self.gate))
         return out
@@ -485,6 +495,7 @@ class AuditResults:
             adaptive=r.mapping("adaptive", None),
             gallery=tuple(g.data for g in r.items("gallery", [])),
             gate=r.mapping("gate", None),
+            parity=r.mapping("parity", None),
         )
 
 

@@ -128,6 +128,14 @@ def test_the_naive_wrapper_gets_no_gradient_and_ours_does(fitted):
     assert probe(detector, "padim")["differentiable"]
     (grad,) = torch.autograd.grad(detector.predict(x).image_score.sum(), x)
     assert grad.abs().sum() > 0
+    from pgaudit.attacks.sanity import check_gradient_health
+    from pgaudit.models.detector import attack_mode
+
+    images = torch.rand(4, 3, SIZE, SIZE) * 0.2 + 0.4
+    with attack_mode(detector):  # the audit's own check: gradients reach the input, PGD rises
+        health = check_gradient_health(detector, images, torch.tensor([0, 0, 1, 1]),
+                                       eps=8 / 255, steps=5)  # fmt: skip
+    assert health.status == "pass", health.evidence
 
 
 def test_anomalib_onnx_export_is_audited_black_box_and_by_transfer_with_parity(fitted, run_cli):
@@ -141,6 +149,7 @@ def test_anomalib_onnx_export_is_audited_black_box_and_by_transfer_with_parity(f
     assert set(by_id) >= {"nes-linf-8_255-5-detection", "pgd-linf-8_255-5-detection-transfer"}
     assert _auroc(by_id["pgd-linf-8_255-5-detection-transfer"]) <= clean - 0.3
     assert _auroc(found["robust"]) <= clean - 0.1
+    assert found["parity"]["worst_gap"] <= 1e-3  # the audit's own parity section agrees
     out = fitted["root"] / "parity.json"
     res = run_cli("parity", str(fitted["padim"]), str(fitted["onnx"]), str(fitted["data"]),
                   "--device", "cpu", "--image-size", str(SIZE), "--out", str(out))  # fmt: skip

@@ -145,6 +145,13 @@ def test_an_onnx_export_gets_black_box_and_transfer_attacks_that_lower_its_auroc
     assert "nes-linf-8_255-10-detection" in html and "Transfer" in html
     gate = run_cli("gate", str(shipped / "audit-onnx"), "--min-robust-auroc", "0.9")
     assert gate.exit_code == 1  # the robust AUROC of the shipped file is gateable
+    parity = found["parity"]  # the export against the model it came from, in the audit
+    assert parity["worst_gap"] <= 1e-3 and parity["score"]["rank_correlation"] > 0.999
+    (robust,) = [r for r in parity["robust"] if r["attack"].endswith("detection-transfer")]
+    assert robust["exported_image_auroc"] == pytest.approx(robust["source_image_auroc"])
+    assert "Export parity" in html and 'id="parity"' in html
+    gate = run_cli("gate", str(shipped / "audit-onnx"), "--max-parity-gap", "1e-3")
+    assert gate.exit_code == 0 and "PASS parity worst gap" in gate.stdout
 
 
 class _BlueOnly(nn.Module):
@@ -213,6 +220,20 @@ def test_an_openvino_ir_is_audited_as_its_onnx_source(shipped, run_cli):
         (shipped / "moved.bin").rename(shipped / "model.bin")
     assert res.exit_code == 2 and "model.bin" in res.stderr and "Traceback" not in res.stderr
     assert not (shipped / "no-bin").exists()
+
+
+def test_a_faulty_export_fails_the_parity_gate_and_an_audit_without_parity_is_refused(
+    shipped, run_cli
+):
+    found = _audit(run_cli, shipped / "faulty.onnx", shipped / "audit-faulty",
+                   "--surrogate", str(shipped / "source.pt2"))  # fmt: skip
+    assert found["parity"]["worst_gap"] > 0.05
+    gate = run_cli("gate", str(shipped / "audit-faulty"), "--max-parity-gap", "1e-3")
+    assert gate.exit_code == 1 and "FAIL parity worst gap" in gate.stdout
+    plain = _audit(run_cli, shipped / "model.onnx", shipped / "audit-plain")  # no --surrogate
+    assert "parity" not in plain
+    gate = run_cli("gate", str(shipped / "audit-plain"), "--max-parity-gap", "1e-3")
+    assert gate.exit_code == 2 and "--surrogate" in gate.stderr
 
 
 def test_parity_is_exact_for_a_faithful_export_and_flags_a_different_resize(shipped, run_cli):

@@ -1,6 +1,6 @@
 """The package's layers depend one way: each may import only the layers listed below it.
 
-Bottom to top: errors; checks, devices, precision, config, results, dataset_summary; data, runtime, metrics; fapa, models; attacks;
+Bottom to top: errors; checks, devices, precision, config, results, dataset_summary; data, runtime, metrics, agreement; fapa, models; attacks;
 training; regression, parity, gate, report; demo, cli, workers (nproc) and the top-level API. Auditing never needs training code,
 pseudo-anomalies never need a model, and library code never needs the CLI.
 """
@@ -27,6 +27,7 @@ ALLOWED: dict[str, set[str]] = {
     "data": {"errors", "checks"},
     "runtime": {"errors", "devices"},
     "metrics": {"errors", "results"},
+    "agreement": {"errors", "results", "metrics"},
     "fapa": {"errors", "data"},
     "models": {"errors", "checks", "data", "precision"},
     "attacks": {
@@ -38,6 +39,7 @@ ALLOWED: dict[str, set[str]] = {
         "data",
         "runtime",
         "metrics",
+        "agreement",
         "models",
     },
     "training": {
@@ -55,7 +57,7 @@ ALLOWED: dict[str, set[str]] = {
     },  # fmt: skip
     "dataset_summary": {"errors", "results"},
     "regression": {"errors", "results", "metrics"},
-    "parity": {"errors", "checks", "metrics", "models", "attacks"},
+    "parity": {"errors", "checks", "metrics", "agreement", "models", "attacks"},
     "gate": {"errors", "config", "results", "regression", "dataset_summary"},
     "report": {"errors", "config", "results", "gate", "dataset_summary"},
 }

@@ -167,6 +167,8 @@ class AttackRecord:
     max_l2: float = 0.0
     out_of_range: float = 0.0
     gallery_images: dict[int, np.ndarray] = field(default_factory=dict)
+    #: A transfer attack's image scores of the surrogate it was crafted on (export parity).
+    source_scores: np.ndarray | None = None
 
     def measure(self, adv: torch.Tensor, images: torch.Tensor) -> None:
         """Track the largest perturbation and any pixel outside [0, 1] (never assumed)."""
@@ -289,6 +291,9 @@ class _Audit:
             batch_index = pos.start // self.batch_size  # the same seeds for any number of workers
             adv, output = crafter.run(attack, images, target, batch_index=batch_index)
             if spec.transfer:  # crafted on the surrogate, judged by the detector
+                if rec.source_scores is None:
+                    rec.source_scores = np.empty(n, np.float32)
+                rec.source_scores[pos] = crafter.detector.scores(output).float().cpu().numpy()
                 output = attacker.output(adv)
             rec.logits[pos] = output.logits.float().cpu().numpy()
             rec.scores[pos] = self.detector.scores(output).float().cpu().numpy()
@@ -336,23 +341,74 @@ class _Audit:
         mine = (
             own, rec.scores[own], rec.logits[own], rec.gallery_images,
             (rec.max_linf, rec.max_l2, rec.out_of_range, rec.seconds),
+            None if rec.source_scores is None else rec.source_scores[own],
         )  # fmt: skip
-        for pos, scores, logits, gallery, budget in distributed.gather_to_main(mine) or []:
+        for pos, scores, logits, gallery, budget, source in distributed.gather_to_main(mine) or []:
             rec.scores[pos], rec.logits[pos] = scores, logits
+            if source is not None and rec.source_scores is not None:
+                rec.source_scores[pos] = source
             rec.gallery_images.update(gallery)
             rec.max_linf, rec.max_l2 = max(rec.max_linf, budget[0]), max(rec.max_l2, budget[1])
             rec.out_of_range = max(rec.out_of_range, budget[2])
             rec.seconds = max(rec.seconds, budget[3])
 
-    def maps(self, logits: np.ndarray, chunk: int = 32) -> np.ndarray:
-        """Pixel maps ``[N, S, S]`` (float32) from stored logits, upsampled chunk by chunk."""
+    def parity_section(
+        self, clean: CleanPass, clean_maps: np.ndarray | None, records: list[AttackRecord]
+    ) -> dict[str, Any]:
+        """Export parity of the detector (an export) with the surrogate it came from: the
+        surrogate's clean pass on every test image (rank 0 only), against the audit's, and each
+        transfer attack's AUROC on the surrogate vs on the detector (results.json ``parity``)."""
+        from pgaudit.agreement import map_agreement, score_agreement
+
+        assert self.surrogate is not None
+        ref = self.surrogate
+        ref = ref.as_shipped() if hasattr(ref, "as_shipped") else ref  # anomalib: as exported
+        n = len(self.test)
+        scores = np.empty(n, np.float32)
+        logits: np.ndarray | None = None
+        with torch.no_grad(), attack_mode(ref):
+            for pos, images, _, _ in iterate_batches(self.test, self.batch_size, self.device):
+                out = ref.predict(images)
+                scores[pos] = ref.scores(out).float().cpu().numpy()
+                if logits is None:
+                    logits = np.empty((n, *out.logits.shape[1:]), np.float32)
+                logits[pos] = out.logits.float().cpu().numpy()
+        assert logits is not None
+        pixel = None
+        if clean_maps is not None:  # one logits shape: the source's map rule makes both maps
+            rule = ref if logits.shape[1:] == clean.logits.shape[1:] else self.detector
+            pixel = map_agreement(
+                clean.masks, self.maps(logits, detector=ref), self.maps(clean.logits, detector=rule)
+            )
+        labels = self.test.labels
+        score = score_agreement(labels, scores, clean.scores)
+        robust = []
+        for rec in records:
+            if rec.source_scores is None:
+                continue
+            source = _image_auroc_or_none(labels, rec.source_scores)
+            exported = _image_auroc_or_none(labels, rec.scores)
+            gap = None if source is None or exported is None else exported - source
+            robust.append({"attack": rec.spec.id, "source_image_auroc": source,
+                           "exported_image_auroc": exported, "gap": gap})  # fmt: skip
+        worst = max([score.max_gap] + ([pixel.max_gap] if pixel else []))
+        return {
+            "source": getattr(ref, "name", type(ref).__name__), "images": n,
+            "score": score.to_json(), "pixel_map": None if pixel is None else pixel.to_json(),
+            "worst_gap": worst, "robust": robust,
+        }  # fmt: skip
+
+    def maps(
+        self, logits: np.ndarray, chunk: int = 32, detector: Detector | None = None
+    ) -> np.ndarray:
+        """Pixel maps ``[N, S, S]`` (float32) from stored logits, upsampled chunk by chunk (by
+        ``detector``'s map rule; default: the audited detector's)."""
+        rule = self.detector if detector is None else detector
         out = np.empty((logits.shape[0], self.size, self.size), dtype=np.float32)
         with torch.no_grad():
             for i in range(0, logits.shape[0], chunk):
                 part = torch.from_numpy(logits[i : i + chunk]).to(self.device)
-                out[i : i + chunk] = (
-                    self.detector.anomaly_map(part, self.size).float().cpu().numpy()
-                )
+                out[i : i + chunk] = rule.anomaly_map(part, self.size).float().cpu().numpy()
         return out
 
     def robust_maps(
@@ -580,7 +636,13 @@ def _run(
         t0 = time.perf_counter()
         sanity += _sanity_checks(audit, suite, clean_section, attacks, headline, gradients)
         durations["sanity"] = time.perf_counter() - t0
+    parity = None
+    if not gradients and audit.surrogate is not None:  # an export and the model it came from
+        t0 = time.perf_counter()
+        parity = audit.parity_section(clean, clean_maps, records)
+        durations["parity"] = time.perf_counter() - t0
     return {
+        "parity": parity,
         "suite": suite.info(specs, skipped),
         "headline_eps": headline,
         "headline_eps_label": eps_label(headline),
@@ -591,6 +653,13 @@ def _run(
         "adaptive": adaptive_note(audit.detector, _first_image(audit)),
         "gallery": tuple(gallery),
     }
+
+
+def _image_auroc_or_none(labels: np.ndarray, scores: np.ndarray) -> float | None:
+    try:
+        return float(metrics.image_auroc(labels, scores))
+    except metrics.UndefinedMetricError:
+        return None
 
 
 def _first_image(audit: _Audit) -> torch.Tensor:

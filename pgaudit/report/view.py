@@ -282,6 +282,7 @@ class AuditView:
     meta: list[tuple[str, str]]
     command: str
     warnings: list[str]
+    parity: dict[str, Any] | None = None
 
 
 def variant_label(run: AttackSettings, with_library: bool = False) -> str:
@@ -451,7 +452,45 @@ def build_audit(
         meta=meta_rows,
         command=str(meta.get("command") or ""),
         warnings=warnings,
+        parity=parity_view(shown.parity),
     )
+
+
+def _gap(value: Any) -> str:
+    number = _num(value)
+    return "n/a" if number is None else f"{number:.2e}"
+
+
+def _auroc_text(value: Any) -> str:
+    number = _num(value)
+    return "n/a" if number is None else f"{number:.3f}"
+
+
+def parity_view(parity: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The parity section of an export's audit (results.json ``parity``) as table rows."""
+    if not parity:
+        return None
+    rows = []
+    for label, key in (("image score", "score"), ("pixel map", "pixel_map")):
+        entry = _dict(parity.get(key))
+        if entry:
+            rho = _num(entry.get("rank_correlation"))
+            rows.append({
+                "output": label, "max_gap": _gap(entry.get("max_gap")),
+                "median_gap": _gap(entry.get("median_gap")),
+                "source": _auroc_text(entry.get("source_auroc")),
+                "exported": _auroc_text(entry.get("exported_auroc")),
+                "rho": "" if rho is None else f"{rho:.4f}",
+            })  # fmt: skip
+    robust = [
+        {"attack": str(r.get("attack", "")), "source": _auroc_text(r.get("source_image_auroc")),
+         "exported": _auroc_text(r.get("exported_image_auroc"))}
+        for r in (_dict(x) for x in parity.get("robust") or [])
+    ]  # fmt: skip
+    return {
+        "source": str(parity.get("source", "")), "images": parity.get("images"),
+        "worst_gap": _gap(parity.get("worst_gap")), "rows": rows, "robust": robust,
+    }  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- charts
