@@ -15,7 +15,7 @@ from pgaudit.checks import check_at_least, check_linf_eps, check_positive
 from pgaudit.errors import ParameterError
 from pgaudit.results import AttackResult, AttackSettings, SuiteInfo
 
-SUITES: tuple[str, ...] = ("quick", "standard", "full", "auto")
+SUITES: tuple[str, ...] = ("quick", "standard", "full", "auto", "official", "paper")
 OBJECTIVE_CHOICES: tuple[str, ...] = ("both", "detection", "localization")
 
 HEADLINE_EPS = 8 / 255
@@ -60,6 +60,12 @@ _NES_NOTES = (
 _TRANSFER_NOTES = (
     " Transfer: crafted white-box on the surrogate (--surrogate), scored by the detector; weaker "
     "than a white-box attack on the detector itself, so a lower bound on the risk."
+)
+_OFFICIAL_NOTES = (
+    "The official PatchGuard code's test attack: PGD on its patch objective (mean logit of the "
+    "normal patches minus that of the defective ones, patches labelled by any defective pixel), "
+    "step 2.5*eps/steps, no random start, one run; image and pixel AUROC are both read off its "
+    "images."
 )
 _FGSM_LOC_NOTES = (
     "FGSM as ART's PGD with one step of size eps and no random start (ART's FGM renormalises "
@@ -236,6 +242,11 @@ DESCRIPTIONS = {
         "and with a second, smooth-max loss, and Square-1000 queries (black-box), each "
         "objective; per-example worst case; about 25 s per test image (tiny preset, 2 cores)"
     ),
+    "official": (
+        "the official PatchGuard code's test: native PGD-10 at 8/255 on its patch objective, "
+        "step 2.5*eps/10, no random start"
+    ),
+    "paper": "the paper's protocol: the official test attack with 1000 steps (PGD-1000 at 8/255)",
 }
 
 
@@ -331,6 +342,12 @@ def build_suite(
             specs = [replace(s, eps=e) for e in eps_list for s in specs]
     elif name == "auto":
         specs = _auto(headline)
+    elif name in ("official", "paper"):  # PGD-10 (the official test) / PGD-1000 (the paper)
+        specs = [
+            AttackSpec("pgd", "native", "inf", e, 10 if name == "official" else 1000,
+                       "localization", random_init=False, notes=_OFFICIAL_NOTES)
+            for e in (eps_list or (HEADLINE_EPS,))
+        ]  # fmt: skip
     else:
         specs = _standard(eps_list or STANDARD_EPS)
         if name == "full":

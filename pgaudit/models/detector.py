@@ -102,6 +102,40 @@ def smooth_upsample(logits: Tensor, size: int, sigma: float | None = None) -> Te
     return maps.squeeze(1)
 
 
+#: The official PatchGuard code's pixel-map rule (its test): bilinear upsampling, then a Gaussian
+#: of sigma 6 truncated at radius 7 px at every image size, with scipy's default border
+#: ('reflect': the edge pixel repeated, numpy's 'symmetric').
+OFFICIAL_SIGMA, OFFICIAL_RADIUS = 6.0, 7
+OFFICIAL_MAP_RULE = (
+    "the official PatchGuard rule: bilinear upsampling + Gaussian sigma 6, radius 7 px, "
+    "scipy's reflect border, at any size"
+)
+
+
+def _symmetric_pad(maps: Tensor, radius: int) -> Tensor:
+    """Pad ``[B, 1, H, W]`` by ``radius`` on each side, the edge pixel repeated (numpy
+    'symmetric', scipy 'reflect', periodic for maps smaller than the radius); torch's own
+    'reflect' skips the edge pixel."""
+    for dim in (-1, -2):
+        n = maps.shape[dim]
+        index = torch.arange(-radius, n + radius, device=maps.device) % (2 * n)
+        index = torch.where(index >= n, 2 * n - 1 - index, index)
+        maps = maps.index_select(dim, index)
+    return maps
+
+
+def official_upsample(logits: Tensor, size: int) -> Tensor:
+    """The official PatchGuard pixel map of ``[B, h, w]`` logits (:data:`OFFICIAL_MAP_RULE`);
+    differentiable, like :func:`smooth_upsample`."""
+    maps = F.interpolate(logits.unsqueeze(1), size=(size, size), mode="bilinear",
+                         align_corners=False)  # fmt: skip
+    kernel = _gaussian_kernel1d(OFFICIAL_SIGMA, OFFICIAL_RADIUS, maps.device, maps.dtype)
+    maps = _symmetric_pad(maps, OFFICIAL_RADIUS)
+    maps = F.conv2d(maps, kernel.view(1, 1, 1, -1))
+    maps = F.conv2d(maps, kernel.view(1, 1, -1, 1))
+    return maps.squeeze(1)
+
+
 class Detector(nn.Module):
     """Base class of a detector: ``image_size`` and ``forward(images) -> logits [B, h, w]``.
 

@@ -36,6 +36,7 @@ from typing import Any
 from torch import Tensor
 
 from pgaudit.errors import ParameterError, PgauditError
+from pgaudit.models.detector import OFFICIAL_MAP_RULE, official_upsample
 from pgaudit.models.patchguard import PatchGuard
 from pgaudit.models.presets import PatchGuardConfig
 
@@ -240,6 +241,20 @@ def _fit_pos_embed(
     return f"ViT pos_embed resampled from {old_side}x{old_side} to {new_side}x{new_side}"
 
 
+class OfficialPatchGuard(PatchGuard):
+    """A PatchGuard loaded from an official checkpoint, judged by the official code's own rule:
+    pixel map :func:`~pgaudit.models.detector.official_upsample` (sigma 6, radius 7 px at any size,
+    scipy's border), image score the top-3 mean of the patch logits — so pgaudit's numbers sit
+    beside the official code's. Hardened by pgaudit, it is saved as a pgaudit PatchGuard and
+    judged by pgaudit's rule from then on."""
+
+    def anomaly_map(self, logits: Tensor, size: int) -> Tensor:
+        return official_upsample(logits, size)
+
+    def rules(self) -> tuple[str, str]:
+        return f"top-{self.top_k} mean of the logit map", OFFICIAL_MAP_RULE
+
+
 def load_official(
     state_dict: Mapping[str, Tensor],
     *,
@@ -247,7 +262,7 @@ def load_official(
     backbone: str | None = None,
     image_size: int | None = None,
     feature_blocks: tuple[int, ...] | None = None,
-) -> tuple[PatchGuard, dict[str, Any]]:
+) -> tuple[OfficialPatchGuard, dict[str, Any]]:
     """Build a PatchGuard from an official state_dict; returns (model in eval mode, notes)."""
     config = config_from_official(
         state_dict,
@@ -257,7 +272,7 @@ def load_official(
         feature_blocks=feature_blocks,
     )
     try:
-        model = PatchGuard(config)
+        model = OfficialPatchGuard(config)
     except (RuntimeError, ValueError, TypeError) as exc:
         raise ParameterError(
             f"{path}: cannot build the ViT {config.backbone!r} ({str(exc).splitlines()[0]}); "
