@@ -20,66 +20,15 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import warnings
+import sys
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image
-from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from toy_exports import Redness, onnx_export, write_red_squares  # noqa: E402  (tests/toy_exports.py)
 
 SIZE = 64
-
-
-class Redness(nn.Module):
-    image_size = SIZE
-
-    def __init__(self, shrink: bool = False) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.tensor([50.0, -50.0, 0.0]))
-        self.shrink = shrink
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.shrink:
-            x = F.interpolate(x, size=(SIZE * 3 // 4,) * 2, mode="bilinear", antialias=True)
-            x = F.interpolate(x, size=(SIZE, SIZE), mode="bilinear")
-        return F.avg_pool2d((x * self.weight.view(1, 3, 1, 1)).sum(1, keepdim=True), 4)[:, 0]
-
-
-def write_category(root: Path, seed: int, n_good: int = 20, n_bad: int = 20) -> None:
-    rng = np.random.default_rng(seed)
-    for folder in ("train/good", "test/good", "test/red", "ground_truth/red"):
-        (root / folder).mkdir(parents=True)
-
-    def grey() -> np.ndarray:
-        return np.repeat(rng.uniform(0.35, 0.65, (SIZE, SIZE, 1)), 3, axis=2)
-
-    def save(array: np.ndarray, path: Path) -> None:
-        Image.fromarray((np.clip(array, 0, 1) * 255).round().astype(np.uint8)).save(path)
-
-    for i in range(4):
-        save(grey(), root / f"train/good/{i:03d}.png")
-    for i in range(n_good):
-        save(grey(), root / f"test/good/{i:03d}.png")
-    for i in range(n_bad):
-        image, mask = grey(), np.zeros((SIZE, SIZE), np.uint8)
-        y, x = rng.integers(0, SIZE - 12, 2)
-        image[y : y + 12, x : x + 12, 0] += 0.02
-        image[y : y + 12, x : x + 12, 1] -= 0.02
-        mask[y : y + 12, x : x + 12] = 255
-        save(image, root / f"test/red/{i:03d}.png")
-        Image.fromarray(mask).save(root / f"ground_truth/red/{i:03d}_mask.png")
-
-
-def export_onnx(model: nn.Module, path: Path) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model.eval(), (torch.rand(2, 3, SIZE, SIZE),), str(path), input_names=["images"],
-            output_names=["anomaly_map"], dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
-            dynamo=True, verbose=False, external_data=False,
-        )  # fmt: skip
 
 
 def main() -> None:
@@ -93,14 +42,14 @@ def main() -> None:
 
     out = args.out
     shutil.rmtree(out, ignore_errors=True)
-    write_category(out / "data", args.seed)
+    write_red_squares(out / "data", size=SIZE, side=12, n_good=20, n_bad=20, seed=args.seed)
     torch.export.save(
-        torch.export.export(Redness().eval(), (torch.rand(2, 3, SIZE, SIZE),),
+        torch.export.export(Redness(SIZE).eval(), (torch.rand(2, 3, SIZE, SIZE),),
                             dynamic_shapes={"x": {0: torch.export.Dim("batch")}}),
         out / "source.pt2",
     )  # fmt: skip
-    export_onnx(Redness(), out / "model.onnx")
-    export_onnx(Redness(shrink=True), out / "faulty.onnx")
+    onnx_export(Redness(SIZE), out / "model.onnx")
+    onnx_export(Redness(SIZE, shrink=True), out / "faulty.onnx")
     ov.save_model(ov.convert_model(str(out / "model.onnx")), str(out / "model.xml"))
 
     source = str(out / "source.pt2")

@@ -9,43 +9,17 @@ import os
 import warnings
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 if os.environ.get("PGAUDIT_REQUIRE_ANOMALIB"):  # CI installs the extra: fail, never skip
     import anomalib  # noqa: F401
 else:
     pytest.importorskip("anomalib")
 
+from toy_exports import write_red_squares  # noqa: E402
+
 SIZE = 64
-
-
-def _write_category(root: Path, n_train: int = 12, n_good: int = 8, n_bad: int = 8) -> Path:
-    """An MVTec-layout category: grey noise, defects = red squares, exact masks."""
-    rng = np.random.default_rng(0)
-    for folder in ("train/good", "test/good", "test/red", "ground_truth/red"):
-        (root / folder).mkdir(parents=True)
-
-    def grey() -> np.ndarray:
-        return np.repeat(rng.uniform(0.4, 0.6, (SIZE, SIZE, 1)), 3, axis=2)
-
-    def save(array: np.ndarray, path: Path) -> None:
-        Image.fromarray((np.clip(array, 0, 1) * 255).round().astype(np.uint8)).save(path)
-
-    for i in range(n_train):
-        save(grey(), root / f"train/good/{i:03d}.png")
-    for i in range(n_good):
-        save(grey(), root / f"test/good/{i:03d}.png")
-    for i in range(n_bad):
-        image, mask = grey(), np.zeros((SIZE, SIZE), np.uint8)
-        y, x = rng.integers(0, SIZE - 16, 2)
-        image[y : y + 16, x : x + 16] = [0.62, 0.42, 0.42]
-        mask[y : y + 16, x : x + 16] = 255
-        save(image, root / f"test/red/{i:03d}.png")
-        Image.fromarray(mask).save(root / f"ground_truth/red/{i:03d}_mask.png")
-    return root
 
 
 def _fit(family: str, data: Path, root: Path) -> tuple[Path, object, object]:
@@ -79,7 +53,8 @@ def _fit(family: str, data: Path, root: Path) -> tuple[Path, object, object]:
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("anomalib")
-    data = _write_category(root / "data")
+    data = write_red_squares(root / "data", size=SIZE, side=16, n_train=12, grey=(0.4, 0.6),
+                             colour=(0.62, 0.42, 0.42))  # fmt: skip
     padim, model, engine = _fit("padim", data, root)
     patchcore, _, _ = _fit("patchcore", data, root)
     with warnings.catch_warnings():

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import nn
 
 if os.environ.get("PGAUDIT_REQUIRE_EXPORTS"):  # CI installs the extras: fail, never skip
@@ -23,65 +22,9 @@ else:
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
 
+from toy_exports import Redness, onnx_export, write_red_squares  # noqa: E402
+
 SIZE = 32
-
-
-class Redness(nn.Module):
-    """Patch logits 50 · mean(R − G) on 4x4 patches (``shrink``: computed on the image resized
-    to 3/4 and back, the "different resize" of a faulty export)."""
-
-    image_size = SIZE
-
-    def __init__(self, shrink: bool = False) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.tensor([50.0, -50.0, 0.0]))
-        self.shrink = shrink
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.shrink:
-            x = F.interpolate(x, size=(SIZE * 3 // 4,) * 2, mode="bilinear", antialias=True)
-            x = F.interpolate(x, size=(SIZE, SIZE), mode="bilinear")
-        return F.avg_pool2d((x * self.weight.view(1, 3, 1, 1)).sum(1, keepdim=True), 4)[:, 0]
-
-
-def _write_category(root: Path, n_train: int = 4, n_good: int = 8, n_bad: int = 8) -> Path:
-    """An MVTec-layout category: grey noise, defects = faint red squares, exact masks."""
-    rng = np.random.default_rng(0)
-    for folder in ("train/good", "test/good", "test/red", "ground_truth/red"):
-        (root / folder).mkdir(parents=True)
-
-    def grey() -> np.ndarray:
-        return np.repeat(rng.uniform(0.35, 0.65, (SIZE, SIZE, 1)), 3, axis=2)
-
-    def save(array: np.ndarray, path: Path) -> None:
-        Image.fromarray((np.clip(array, 0, 1) * 255).round().astype(np.uint8)).save(path)
-
-    for i in range(n_train):
-        save(grey(), root / f"train/good/{i:03d}.png")
-    for i in range(n_good):
-        save(grey(), root / f"test/good/{i:03d}.png")
-    for i in range(n_bad):
-        image, mask = grey(), np.zeros((SIZE, SIZE), np.uint8)
-        y, x = rng.integers(0, SIZE - 8, 2)
-        image[y : y + 8, x : x + 8, 0] += 0.02
-        image[y : y + 8, x : x + 8, 1] -= 0.02
-        mask[y : y + 8, x : x + 8] = 255
-        save(image, root / f"test/red/{i:03d}.png")
-        Image.fromarray(mask).save(root / f"ground_truth/red/{i:03d}_mask.png")
-    return root
-
-
-def _onnx_export(model: nn.Module, path: Path) -> None:
-    import warnings
-
-    x = torch.rand(2, 3, SIZE, SIZE)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model.eval(), (x,), str(path), input_names=["images"], output_names=["anomaly_map"],
-            dynamic_shapes={"x": {0: torch.export.Dim("batch")}}, dynamo=True, verbose=False,
-            external_data=False,
-        )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -89,14 +32,14 @@ def shipped(tmp_path_factory) -> Path:
     """The data, the source (a torch.export program), its faithful ONNX export, an OpenVINO IR
     converted from it (when openvino is installed) and a faulty export (another resize)."""
     root = tmp_path_factory.mktemp("shipped")
-    _write_category(root / "data")
-    model = Redness().eval()
+    write_red_squares(root / "data", size=SIZE, side=8)
+    model = Redness(SIZE).eval()
     batch = torch.export.Dim("batch")
     program = torch.export.export(model, (torch.rand(2, 3, SIZE, SIZE),),
                                   dynamic_shapes={"x": {0: batch}})  # fmt: skip
     torch.export.save(program, root / "source.pt2")
-    _onnx_export(model, root / "model.onnx")
-    _onnx_export(Redness(shrink=True), root / "faulty.onnx")
+    onnx_export(model, root / "model.onnx")
+    onnx_export(Redness(SIZE, shrink=True), root / "faulty.onnx")
     try:
         import openvino as ov
     except ImportError:
@@ -170,7 +113,7 @@ def test_a_transfer_attack_is_scored_by_the_audited_detector_not_the_surrogate(s
 
     pgd = AttackSpec("pgd", "native", "inf", 8 / 255, 10, "detection", random_init=False)
     found = audit(_BlueOnly(), shipped / "data", Suite("pgd", "no random start", [pgd]),
-                  out_dir=tmp_path / "a", surrogate=Redness(), bootstrap=0)  # fmt: skip
+                  out_dir=tmp_path / "a", surrogate=Redness(SIZE), bootstrap=0)  # fmt: skip
     transfer = found.attack("pgd-linf-8_255-10-detection-transfer")
     assert transfer.metric("image_auroc").value == found.clean.metric("image_auroc").value
     scores = np.load(tmp_path / "a/scores.npz")
@@ -185,7 +128,7 @@ def test_nes_moves_the_objective_further_than_random_search_with_as_many_queries
     from pgaudit.attacks.algorithms import NativeNES
     from pgaudit.attacks.native import nes, random_start
 
-    model = Redness().eval()
+    model = Redness(SIZE).eval()
     images = torch.rand(4, 3, SIZE, SIZE) * 0.3 + 0.35
     sign = 1 - 2 * torch.tensor([0.0, 0.0, 1.0, 1.0])
     eps, rng = 8 / 255, np.random.RandomState(0)
