@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 import textwrap
 import uuid
 from dataclasses import replace
@@ -42,6 +43,47 @@ def test_pgaudit_checkpoint(tmp_path):
     info = loaded.model_info()  # the results.json `model` section
     assert info["spec"] == str(path) and info["config"]["name"] == "tiny"
     _same_logits(model, loaded.detector, 32)
+
+
+@pytest.mark.parametrize(
+    "edit, words",
+    [
+        (lambda p: p.pop("state_dict"), "without its 'state_dict'"),
+        (lambda p: p.update(config="oops"), "'config' is a str, not a table"),
+        (lambda p: p.update(state_dict=[1, 2]), "'state_dict' is a list"),
+        (lambda p: p.update(training=[1]), "'training' is a list"),
+        (lambda p: p["state_dict"].update(extra="text"), "holds non-tensors (extra)"),
+        (lambda p: p["config"].update(image_size="big"), "its config does not build"),
+        (
+            lambda p: p["state_dict"].update(
+                {k: v[:1] for k, v in p["state_dict"].items() if v.ndim}
+            ),
+            "the shape of",
+        ),  # fmt: skip
+    ],
+    ids=[
+        "no-weights",
+        "config-str",
+        "weights-list",
+        "training-list",
+        "non-tensor",
+        "bad-config",
+        "shapes",
+    ],  # fmt: skip
+)
+def test_an_edited_checkpoint_is_one_sentence_not_a_traceback(tmp_path, run_cli, edit, words):
+    """These used to end in KeyError / AttributeError / TypeError tracebacks (exit 1)."""
+    torch.manual_seed(0)
+    model = PatchGuard(replace(get_preset("tiny"), image_size=32))
+    payload = torch.load(save_checkpoint(tmp_path / "pg.pt", model), weights_only=True)
+    payload["state_dict"] = dict(payload["state_dict"])
+    edit(payload)
+    torch.save(payload, tmp_path / "edited.pt")
+    with pytest.raises(PgauditError, match=re.escape(words)):
+        load_detector(tmp_path / "edited.pt")
+    res = run_cli("attack", str(tmp_path / "edited.pt"), str(tmp_path), "--out",
+                  str(tmp_path / "a"), "--device", "cpu")  # fmt: skip
+    assert res.exit_code == 2 and words.split(" (")[0] in res.stderr
 
 
 @pytest.mark.parametrize(

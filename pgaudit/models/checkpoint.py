@@ -11,6 +11,7 @@ import os
 import pickle
 import re
 import zipfile
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -203,12 +204,66 @@ def is_pgaudit_checkpoint(payload: Any) -> bool:
     return isinstance(payload, dict) and payload.get("format") == FORMAT
 
 
+def check_payload(payload: Mapping[str, Any], path: str | Path = "<memory>") -> None:
+    """Refuse a pgaudit checkpoint whose fields do not have their types (an edited or truncated
+    file), in one sentence, before anything is built from it."""
+    expected: dict[str, tuple[tuple[type, ...], str]] = {
+        "state_dict": ((Mapping,), "a table of tensors"),
+        "config": ((Mapping,), "a table of settings"),
+        "training": ((Mapping,), "a table"),
+        "image_size": ((int,), "an integer"),
+        "kind": ((str,), "a name"),
+    }
+    required = ["state_dict"] + (
+        ["config"] if payload.get("kind", "patchguard") != "python" else []
+    )
+    for key, (kinds, what) in expected.items():
+        if key not in payload:
+            if key in required:
+                raise PgauditError(
+                    f"{path} is a pgaudit checkpoint without its {key!r}: it was truncated or "
+                    "edited; train or harden again."
+                )
+            continue
+        value = payload[key]
+        if not isinstance(value, kinds) or isinstance(value, bool):
+            raise PgauditError(
+                f"{path}: its {key!r} is a {type(value).__name__}, not {what}: the file was "
+                "edited; train or harden again."
+            )
+    bad = [str(k) for k, v in payload["state_dict"].items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise PgauditError(
+            f"{path}: its state_dict holds non-tensors ({', '.join(bad[:3])}): the file was "
+            "edited; train or harden again."
+        )
+
+
 def model_from_payload(payload: dict[str, Any], path: str | Path = "<memory>") -> PatchGuard:
     """Rebuild a PatchGuard from a loaded checkpoint payload (no pretrained download needed)."""
+    check_payload(payload, path)
     # The weights come from the checkpoint: never load pretrained backbone weights again.
-    config = replace(PatchGuardConfig.from_dict(payload["config"]), pretrained_backbone=False)
-    model = PatchGuard(config)
-    missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
+    try:
+        config = replace(PatchGuardConfig.from_dict(payload["config"]), pretrained_backbone=False)
+        model = PatchGuard(config)
+    except PgauditError:
+        raise
+    except Exception as exc:
+        raise PgauditError(
+            f"{path}: its config does not build a PatchGuard ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:160] if str(exc) else ''}); the file was edited or "
+            "written by another pgaudit version."
+        ) from None
+    try:
+        missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
+    except RuntimeError as exc:  # a tensor of another shape than the config makes
+        names = re.findall(r"size mismatch for ([\w.]+)", str(exc))
+        more = f" and {len(names) - 1} more" if len(names) > 1 else ""
+        what = f"the shape of {names[0]}{more}" if names else "their shapes"
+        raise PgauditError(
+            f"{path}: its weights do not fit the model its config describes ({what}): it was "
+            "edited or written by another pgaudit version."
+        ) from None
     if missing or unexpected:
         raise PgauditError(
             f"{path} does not match the model its config describes (missing {missing[:3]}, "

@@ -46,6 +46,7 @@ from torch import nn
 from pgaudit.errors import ParameterError, PgauditError
 from pgaudit.models.adapters import DetectorAdapter, probe, resolve_image_size
 from pgaudit.models.checkpoint import (
+    check_payload,
     fingerprint,
     is_pgaudit_checkpoint,
     model_from_payload,
@@ -320,6 +321,7 @@ def _load_pgaudit(
     payload: dict[str, Any], path: Path, digest: str, factory: str | None = None,
     trust_pickle: bool = False,
 ) -> LoadedDetector:  # fmt: skip
+    check_payload(payload, path)
     kind = payload.get("kind", "patchguard")
     meta = {
         "pgaudit_version": payload.get("pgaudit_version"),
