@@ -101,7 +101,7 @@ def _harden_command(spec: str, data: Path, options: dict[str, Any], default_out:
     """Shared body of `train` and `harden`: parse the recipe options, harden, print a summary."""
     from pgaudit import tracking
     from pgaudit.api import plan_hardening, split_recipe_options
-    from pgaudit.runtime import distributed
+    from pgaudit.runtime import distributed, interrupts
     from pgaudit.training.setup import checkpoint_mtime, interrupted
 
     nproc, device, out = options.pop("nproc"), options.pop("device"), options.pop("out")
@@ -123,7 +123,8 @@ def _harden_command(spec: str, data: Path, options: dict[str, Any], default_out:
             show.print(escape(line), highlight=False, soft_wrap=True)
         written = checkpoint_mtime(out)
         try:
-            result = plan.run(device=str(device_used), progress=True)
+            with interrupts.remembering_ctrl_c():
+                result = plan.run(device=str(device_used), progress=True)
         except KeyboardInterrupt:
             raise interrupted(out, written, options["resume"]) from None
         for line in result.describe()[:-1]:

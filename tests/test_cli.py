@@ -157,3 +157,27 @@ def test_a_stopped_command_exits_130(run_cli, monkeypatch, tmp_path, stop):
     result = run_cli("data", "synth", tmp_path / "out")
     assert result.exit_code == 130
     assert result.stderr.strip() == "interrupted"
+
+
+def test_a_ctrl_c_that_cpython_swallows_still_stops_training(tmp_path, tiny_category):
+    """Seen in CI: Ctrl-C landed in an at-fork hook while the DataLoader started its workers;
+    CPython printed 'Exception ignored … KeyboardInterrupt' and training ran to its end (exit 0).
+    The remembering handler records the interrupt, and the training loop raises it again."""
+    import signal
+
+    from pgaudit.api import plan_hardening
+    from pgaudit.runtime.interrupts import raise_if_interrupted, remembering_ctrl_c
+
+    with remembering_ctrl_c():
+        try:
+            signal.raise_signal(signal.SIGINT)
+        except KeyboardInterrupt:
+            pass  # swallowed, as CPython does in an at-fork hook
+        with pytest.raises(KeyboardInterrupt):
+            raise_if_interrupted()
+        plan = plan_hardening("patchguard", tiny_category, changes={"epochs": 1, "adversarial": False},
+                              out=tmp_path / "run.pt", workers=0)  # fmt: skip
+        with pytest.raises(KeyboardInterrupt):
+            plan.run(device="cpu", progress=False)
+    assert not (tmp_path / "run.pt").exists()
+    raise_if_interrupted()  # outside the block: nothing pending

@@ -48,6 +48,7 @@ from pgaudit.models.detector import Detector
 from pgaudit.models.presets import TrainConfig
 from pgaudit.precision import as_fp32, crafting, resolve_precision
 from pgaudit.runtime import distributed
+from pgaudit.runtime.interrupts import raise_if_interrupted
 from pgaudit.training.adversarial import training_attack
 from pgaudit.training.batches import PerImageRandomState, batch_loader, derive_seed, image_seeds
 from pgaudit.training.ema import WeightAverage
@@ -549,6 +550,7 @@ def _train_epoch(run: _Run, epoch: int, show: Callable[..., None]) -> dict[str, 
     fetch_s = 0.0
     t_fetch = time.perf_counter()
     for index, batch in enumerate(run.loader):
+        raise_if_interrupted()  # a Ctrl-C swallowed while the loader forked its workers
         fetch_s += time.perf_counter() - t_fetch
         batch = {k: v.to(run.dev, non_blocking=True) for k, v in batch.items()}
         step = epoch * run.steps_per_epoch + index
