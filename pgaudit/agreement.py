@@ -1,8 +1,9 @@
 """Agreement of two models' outputs on the same images: export parity's measurements.
 
-:func:`agreement` compares a source's and an export's image scores (or pixel maps): max and
-median ``|Δ|`` relative to the source's range over the images, both AUROCs and, for image
-scores, Spearman's rank correlation. Used by ``pgaudit parity`` (:mod:`pgaudit.parity`) and by the
+:func:`score_agreement` and :func:`map_agreement` compare a source's and an export's image scores
+and pixel maps: max and median ``|Δ|`` relative to the source's range over the images, both
+AUROCs and, for image scores, Spearman's rank correlation; :func:`worst_gap` is the larger
+max-gap, what ``--max-gap`` / ``max_parity_gap`` bound. Used by ``pgaudit parity`` (:mod:`pgaudit.parity`) and by the
 parity section of an audit of an exported file with a surrogate (results.json ``parity``).
 """
 
@@ -60,6 +61,16 @@ def _auroc(fn: Any, *args: Any) -> float | None:
         return None
 
 
+def image_auroc_or_none(labels: np.ndarray, scores: np.ndarray) -> float | None:
+    """Image AUROC, or None where it is undefined (one class only)."""
+    return _auroc(metrics.image_auroc, labels, scores)
+
+
+def worst_gap(score: Agreement, pixel_map: Agreement | None) -> float:
+    """The larger clean max-gap of the image score and the pixel map."""
+    return max([score.max_gap] + ([pixel_map.max_gap] if pixel_map is not None else []))
+
+
 def score_agreement(labels: np.ndarray, source: np.ndarray, exported: np.ndarray) -> Agreement:
     """Image scores ``[N]`` of both models on the same images (``labels`` 0/1)."""
     from scipy.stats import spearmanr
@@ -67,8 +78,8 @@ def score_agreement(labels: np.ndarray, source: np.ndarray, exported: np.ndarray
     rho = float(spearmanr(source, exported).statistic) if len(source) > 2 else float("nan")
     return Agreement(
         *_relative_gaps(source, exported),
-        _auroc(metrics.image_auroc, labels, source),
-        _auroc(metrics.image_auroc, labels, exported),
+        image_auroc_or_none(labels, source),
+        image_auroc_or_none(labels, exported),
         rank_correlation=rho,
     )
 

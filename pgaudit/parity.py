@@ -25,7 +25,14 @@ import numpy as np
 import torch
 
 from pgaudit import metrics
-from pgaudit.agreement import DEFAULT_MAX_GAP, Agreement, map_agreement, score_agreement
+from pgaudit.agreement import (
+    DEFAULT_MAX_GAP,
+    Agreement,
+    image_auroc_or_none,
+    map_agreement,
+    score_agreement,
+    worst_gap,
+)
 from pgaudit.attacks.execute import Attacker, BatchTarget
 from pgaudit.attacks.suites import AttackSpec
 from pgaudit.attacks.testset import iterate_batches, prepare_test_set
@@ -51,8 +58,7 @@ class ParityReport:
     @property
     def worst_gap(self) -> float:
         """The largest clean max-gap, score or map (what ``--max-gap`` bounds)."""
-        gaps = [self.score.max_gap] + ([self.pixel_map.max_gap] if self.pixel_map else [])
-        return max(gaps)
+        return worst_gap(self.score, self.pixel_map)
 
     @property
     def robust_gap(self) -> float | None:
@@ -72,13 +78,6 @@ class ParityReport:
 
 
 __all__ = ["DEFAULT_MAX_GAP", "ParityReport", "export_parity"]
-
-
-def _auroc(labels: np.ndarray, scores: np.ndarray) -> float | None:
-    try:
-        return float(metrics.image_auroc(labels, scores))
-    except metrics.UndefinedMetricError:
-        return None
 
 
 def export_parity(
@@ -140,6 +139,6 @@ def export_parity(
     pixel = map_agreement(masks, maps_src, maps_exp) if masks[labels == 1].any() else None
     return ParityReport(
         n, score, pixel, spec.id,
-        _auroc(labels, out["src_adv"]),
-        _auroc(labels, out["exp_adv"]),
+        image_auroc_or_none(labels, out["src_adv"]),
+        image_auroc_or_none(labels, out["exp_adv"]),
     )  # fmt: skip

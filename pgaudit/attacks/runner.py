@@ -358,7 +358,12 @@ class _Audit:
         """Export parity of the detector (an export) with the surrogate it came from: the
         surrogate's clean pass on every test image (rank 0 only), against the audit's, and each
         transfer attack's AUROC on the surrogate vs on the detector (results.json ``parity``)."""
-        from pgaudit.agreement import map_agreement, score_agreement
+        from pgaudit.agreement import (
+            image_auroc_or_none,
+            map_agreement,
+            score_agreement,
+            worst_gap,
+        )
 
         assert self.surrogate is not None
         ref = self.surrogate
@@ -376,26 +381,24 @@ class _Audit:
         assert logits is not None
         pixel = None
         if clean_maps is not None:  # one logits shape: the source's map rule makes both maps
-            rule = ref if logits.shape[1:] == clean.logits.shape[1:] else self.detector
-            pixel = map_agreement(
-                clean.masks, self.maps(logits, detector=ref), self.maps(clean.logits, detector=rule)
-            )
+            same = logits.shape[1:] == clean.logits.shape[1:]
+            exported = self.maps(clean.logits, detector=ref) if same else clean_maps
+            pixel = map_agreement(clean.masks, self.maps(logits, detector=ref), exported)
         labels = self.test.labels
         score = score_agreement(labels, scores, clean.scores)
         robust = []
         for rec in records:
             if rec.source_scores is None:
                 continue
-            source = _image_auroc_or_none(labels, rec.source_scores)
-            exported = _image_auroc_or_none(labels, rec.scores)
-            gap = None if source is None or exported is None else exported - source
-            robust.append({"attack": rec.spec.id, "source_image_auroc": source,
-                           "exported_image_auroc": exported, "gap": gap})  # fmt: skip
-        worst = max([score.max_gap] + ([pixel.max_gap] if pixel else []))
+            on_source = image_auroc_or_none(labels, rec.source_scores)
+            on_export = image_auroc_or_none(labels, rec.scores)
+            gap = None if on_source is None or on_export is None else on_export - on_source
+            robust.append({"attack": rec.spec.id, "source_image_auroc": on_source,
+                           "exported_image_auroc": on_export, "gap": gap})  # fmt: skip
         return {
             "source": getattr(ref, "name", type(ref).__name__), "images": n,
             "score": score.to_json(), "pixel_map": None if pixel is None else pixel.to_json(),
-            "worst_gap": worst, "robust": robust,
+            "worst_gap": worst_gap(score, pixel), "robust": robust,
         }  # fmt: skip
 
     def maps(
@@ -653,13 +656,6 @@ def _run(
         "adaptive": adaptive_note(audit.detector, _first_image(audit)),
         "gallery": tuple(gallery),
     }
-
-
-def _image_auroc_or_none(labels: np.ndarray, scores: np.ndarray) -> float | None:
-    try:
-        return float(metrics.image_auroc(labels, scores))
-    except metrics.UndefinedMetricError:
-        return None
 
 
 def _first_image(audit: _Audit) -> torch.Tensor:
